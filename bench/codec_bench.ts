@@ -104,37 +104,24 @@ Deno.bench("append 64KiB decode", { group: "raft bulk" }, () => {
 });
 
 const snapshotChunk = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
+const snapshotMessage: RaftMessage = {
+  kind: RaftMessageKind.InstallSnapshot,
+  from: 1,
+  to: 2,
+  term: 1_234,
+  snapshotIndex: 1_000_000,
+  snapshotTerm: 1_234,
+  offset: 3 << 20,
+  done: false,
+  data: snapshotChunk,
+};
 Deno.bench("snapshot 1MiB frame", { group: "raft bulk" }, () => {
   // The zero-copy path: a small prefix is written, the chunk is passed by reference.
-  sink = raftFrameParts({
-    kind: RaftMessageKind.InstallSnapshot,
-    from: 1,
-    to: 2,
-    term: 1_234,
-    snapshotIndex: 1_000_000,
-    snapshotTerm: 1_234,
-    offset: 3 << 20,
-    done: false,
-    data: snapshotChunk,
-  });
+  sink = raftFrameParts(snapshotMessage);
 });
 const snapshotCopyOut = new Uint8Array(24 + 64 + snapshotChunk.length);
 Deno.bench("snapshot 1MiB frame (copied, reference only)", { group: "raft bulk" }, () => {
-  sink = encodeRaftFrame(
-    {
-      kind: RaftMessageKind.InstallSnapshot,
-      from: 1,
-      to: 2,
-      term: 1_234,
-      snapshotIndex: 1_000_000,
-      snapshotTerm: 1_234,
-      offset: 3 << 20,
-      done: false,
-      data: snapshotChunk,
-    },
-    snapshotCopyOut,
-    0,
-  );
+  sink = encodeRaftFrame(snapshotMessage, snapshotCopyOut, 0);
 });
 
 /**

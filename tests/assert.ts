@@ -9,3 +9,17 @@ export {
   rejects as assertRejects,
   throws as assertThrows,
 } from "node:assert/strict";
+
+/**
+ * Runs `fn` and returns the error it throws, which must be an instance of
+ * `type`; fails the test if it throws nothing or something else.
+ */
+export function thrown<E extends Error>(type: new (...args: never[]) => E, fn: () => unknown): E {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof type) return e;
+    throw new Error(`expected a ${type.name}, got ${e}`);
+  }
+  throw new Error(`expected a ${type.name}, got none`);
+}

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../assert.ts";
+import { assert, assertEquals, assertThrows, thrown } from "../assert.ts";
 import fc from "fast-check";
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -43,13 +43,7 @@ function plain(f: Frame) {
 }
 
 function errorOf(fn: () => unknown): ProtocolError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ProtocolError) return e;
-    throw new Error(`expected a ProtocolError, got ${e}`);
-  }
-  throw new Error("expected a ProtocolError, got none");
+  return thrown(ProtocolError, fn);
 }
 
 Deno.test("any sequence of frames survives any chunking, whole and in order", () => {

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../assert.ts";
+import { assert, assertEquals, thrown } from "../assert.ts";
 import fc from "fast-check";
 import {
   appendRaftFrame,
@@ -46,13 +46,7 @@ function decodeStream(chunks: readonly Uint8Array[]): RaftMessage[] {
 }
 
 function errorOf(fn: () => unknown): ProtocolError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ProtocolError) return e;
-    throw new Error(`expected a ProtocolError, got ${e}`);
-  }
-  throw new Error("expected a ProtocolError, got none");
+  return thrown(ProtocolError, fn);
 }
 
 Deno.test("every Raft message kind round-trips through frames cut at random boundaries", () => {
