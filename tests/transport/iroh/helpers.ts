@@ -1,0 +1,64 @@
+/**
+ * Shared helpers of the Iroh layer tests: deadlines on every wait, and
+ * endpoints on loopback with relays disabled.
+ *
+ * @module
+ */
+
+import { createEndpoint, type IrohEndpoint } from "../../../src/transport/iroh/mod.ts";
+
+/** Fails with `what` if `promise` does not settle within `ms`; never leaves a timer behind. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A fresh random 32-byte secret key. */
+export function randomKey(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(32));
+}
+
+/** An endpoint on 127.0.0.1 with relays disabled. */
+export function loopbackEndpoint(alpns?: readonly string[]): Promise<IrohEndpoint> {
+  return createEndpoint({
+    secretKey: randomKey(),
+    bindAddr: "127.0.0.1:0",
+    relayMode: "disabled",
+    ...(alpns === undefined ? {} : { alpns }),
+  });
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so a mismatch is reproducible. */
+export function patternBytes(length: number, seed = 0x9e3779b9): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Concatenates chunks. */
+export function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const c of chunks) length += c.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
