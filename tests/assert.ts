@@ -23,3 +23,20 @@ export function thrown<E extends Error>(type: new (...args: never[]) => E, fn: (
   }
   throw new Error(`expected a ${type.name}, got none`);
 }
+
+/**
+ * Awaits `fn()` and returns the error it rejects with, which must be an
+ * instance of `type`; fails the test if it resolves or rejects with something else.
+ */
+export async function rejection<E extends Error>(
+  type: new (...args: never[]) => E,
+  fn: () => Promise<unknown>,
+): Promise<E> {
+  try {
+    await fn();
+  } catch (e) {
+    if (e instanceof type) return e;
+    throw new Error(`expected a ${type.name}, got ${e}`);
+  }
+  throw new Error(`expected a ${type.name}, got none`);
+}

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/common.proto.
  */
 export const file_blixard_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdibGl4YXJkL3YxL2NvbW1vbi5wcm90bxIKYmxpeGFyZC52MSJPCgtJcm9oQWRkcmVzcxITCgtlbmRwb2ludF9pZBgBIAEoCRIRCglyZWxheV91cmwYAiABKAkSGAoQZGlyZWN0X2FkZHJlc3NlcxgDIAMoCSKQAQoRU2VydmljZVRyYW5zcG9ydHMSJgoHc2VydmljZRgBIAEoDjIVLmJsaXhhcmQudjEuU2VydmljZUlkEikKCnRyYW5zcG9ydHMYAiADKA4yFS5ibGl4YXJkLnYxLlRyYW5zcG9ydBIoCglwcmVmZXJyZWQYAyABKA4yFS5ibGl4YXJkLnYxLlRyYW5zcG9ydCKHAQoGTWVtYmVyEg8KB25vZGVfaWQYASABKAQSJQoEaXJvaBgCIAEoCzIXLmJsaXhhcmQudjEuSXJvaEFkZHJlc3MSFAoMZ3JwY19hZGRyZXNzGAMgASgJEi8KCHNlcnZpY2VzGAQgAygLMh0uYmxpeGFyZC52MS5TZXJ2aWNlVHJhbnNwb3J0cyqwAQoJU2VydmljZUlkEhoKFlNFUlZJQ0VfSURfVU5TUEVDSUZJRUQQABIVChFTRVJWSUNFX0lEX0hFQUxUSBABEhUKEVNFUlZJQ0VfSURfU1RBVFVTEAISEQoNU0VSVklDRV9JRF9WTRADEhkKFVNFUlZJQ0VfSURfTU9OSVRPUklORxAEEhYKElNFUlZJQ0VfSURfQ0xVU1RFUhAFEhMKD1NFUlZJQ0VfSURfUkFGVBAGKk4KCVRyYW5zcG9ydBIZChVUUkFOU1BPUlRfVU5TUEVDSUZJRUQQABISCg5UUkFOU1BPUlRfR1JQQxABEhIKDlRSQU5TUE9SVF9JUk9IEAJiBnByb3RvMw");
+  fileDesc("ChdibGl4YXJkL3YxL2NvbW1vbi5wcm90bxIKYmxpeGFyZC52MSJPCgtJcm9oQWRkcmVzcxITCgtlbmRwb2ludF9pZBgBIAEoCRIRCglyZWxheV91cmwYAiABKAkSGAoQZGlyZWN0X2FkZHJlc3NlcxgDIAMoCSKQAQoRU2VydmljZVRyYW5zcG9ydHMSJgoHc2VydmljZRgBIAEoDjIVLmJsaXhhcmQudjEuU2VydmljZUlkEikKCnRyYW5zcG9ydHMYAiADKA4yFS5ibGl4YXJkLnYxLlRyYW5zcG9ydBIoCglwcmVmZXJyZWQYAyABKA4yFS5ibGl4YXJkLnYxLlRyYW5zcG9ydCKHAQoGTWVtYmVyEg8KB25vZGVfaWQYASABKAQSJQoEaXJvaBgCIAEoCzIXLmJsaXhhcmQudjEuSXJvaEFkZHJlc3MSFAoMZ3JwY19hZGRyZXNzGAMgASgJEi8KCHNlcnZpY2VzGAQgAygLMh0uYmxpeGFyZC52MS5TZXJ2aWNlVHJhbnNwb3J0cyJGCglScGNTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJEhoKEnN1cHBvcnRlZF92ZXJzaW9ucxgDIAMoDSqwAQoJU2VydmljZUlkEhoKFlNFUlZJQ0VfSURfVU5TUEVDSUZJRUQQABIVChFTRVJWSUNFX0lEX0hFQUxUSBABEhUKEVNFUlZJQ0VfSURfU1RBVFVTEAISEQoNU0VSVklDRV9JRF9WTRADEhkKFVNFUlZJQ0VfSURfTU9OSVRPUklORxAEEhYKElNFUlZJQ0VfSURfQ0xVU1RFUhAFEhMKD1NFUlZJQ0VfSURfUkFGVBAGKk4KCVRyYW5zcG9ydBIZChVUUkFOU1BPUlRfVU5TUEVDSUZJRUQQABISCg5UUkFOU1BPUlRfR1JQQxABEhIKDlRSQU5TUE9SVF9JUk9IEAJiBnByb3RvMw");
 
 /**
  * Where a node's Iroh endpoint can be reached (the parts of an iroh NodeAddr).
@@ -136,6 +136,41 @@ export type Member = Message<"blixard.v1.Member"> & {
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
   messageDesc(file_blixard_v1_common, 2);
+
+/**
+ * The payload of an Iroh Error frame: why a call failed. Codes are gRPC's
+ * status codes (0 OK .. 16 UNAUTHENTICATED), so both transports report the
+ * same failure the same way.
+ *
+ * @generated from message blixard.v1.RpcStatus
+ */
+export type RpcStatus = Message<"blixard.v1.RpcStatus"> & {
+  /**
+   * @generated from field: uint32 code = 1;
+   */
+  code: number;
+
+  /**
+   * For humans: names what was wrong and, where it helps, what is allowed.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * Set on a protocol version mismatch: the versions the answering node speaks.
+   *
+   * @generated from field: repeated uint32 supported_versions = 3;
+   */
+  supportedVersions: number[];
+};
+
+/**
+ * Describes the message blixard.v1.RpcStatus.
+ * Use `create(RpcStatusSchema)` to create a new message.
+ */
+export const RpcStatusSchema: GenMessage<RpcStatus> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_common, 3);
 
 /**
  * The services of this package. A value is also the service id in the Iroh

@@ -1,0 +1,120 @@
+/**
+ * The Status service: the cluster's members and this node's Raft state.
+ *
+ * Owns: {@link statusService} and {@link StatusSource}. Imports `rpc/` types
+ * and the generated messages; nothing of the transports.
+ *
+ * Until the Raft module lands, the source is the configuration: this node
+ * and its configured peers, no leader, term 0 (see {@link staticStatusSource}).
+ *
+ * @module
+ */
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { type MemberSchema, ServiceId, Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
+import {
+  type GetRaftStatusResponseSchema,
+  RaftRole,
+  type StatusService,
+} from "../rpc/gen/blixard/v1/status_pb.ts";
+import type { ServiceImpl, ServiceName } from "../rpc/services.ts";
+
+/** A member as Status reports it. */
+export type MemberInit = MessageInitShape<typeof MemberSchema>;
+
+/** Where Status gets its answers. */
+export interface StatusSource {
+  readonly nodeId: bigint;
+  members(): MemberInit[];
+  leaderId(): bigint;
+  term(): bigint;
+  raftStatus(): MessageInitShape<typeof GetRaftStatusResponseSchema>;
+}
+
+/** The Status implementation over `source`. */
+export function statusService(source: StatusSource): ServiceImpl<typeof StatusService> {
+  return {
+    getClusterStatus() {
+      const members = source.members().sort((a, b) => Number((a.nodeId ?? 0n) - (b.nodeId ?? 0n)));
+      return { members, leaderId: source.leaderId(), term: source.term(), nodeId: source.nodeId };
+    },
+    getRaftStatus() {
+      return source.raftStatus();
+    },
+  };
+}
+
+const SERVICE_IDS: Record<ServiceName, ServiceId> = {
+  health: ServiceId.HEALTH,
+  status: ServiceId.STATUS,
+  vm: ServiceId.VM,
+  monitoring: ServiceId.MONITORING,
+  cluster: ServiceId.CLUSTER,
+};
+
+/** This node as described by its configuration and what it serves. */
+export interface LocalNode {
+  readonly nodeId: bigint;
+  readonly irohEndpointId: string;
+  readonly irohAddresses: readonly string[];
+  readonly grpcAddress: string;
+  /** For each service served: the transports it is served on and the preferred one. */
+  readonly services: ReadonlyMap<
+    ServiceName,
+    { transports: readonly ("grpc" | "iroh")[]; preferred: "grpc" | "iroh" }
+  >;
+}
+
+/** A configured peer. */
+export interface ConfiguredPeer {
+  readonly nodeId: bigint;
+  readonly endpointId: string;
+  readonly addresses: readonly string[];
+  readonly grpcAddress: string;
+}
+
+const TRANSPORT = { grpc: Transport.GRPC, iroh: Transport.IROH } as const;
+
+/**
+ * Status from configuration alone, before Raft: this node (with the
+ * transports it serves) and its configured peers (what they serve is not
+ * known until they report it), no leader, term 0, role unspecified.
+ */
+export function staticStatusSource(
+  local: LocalNode,
+  peers: readonly ConfiguredPeer[],
+): StatusSource {
+  const self: MemberInit = {
+    nodeId: local.nodeId,
+    iroh: { endpointId: local.irohEndpointId, directAddresses: [...local.irohAddresses] },
+    grpcAddress: local.grpcAddress,
+    services: [...local.services].map(([name, s]) => ({
+      service: SERVICE_IDS[name],
+      transports: s.transports.map((t) => TRANSPORT[t]),
+      preferred: TRANSPORT[s.preferred],
+    })),
+  };
+  const others: MemberInit[] = peers.map((p) => ({
+    nodeId: p.nodeId,
+    iroh: p.endpointId
+      ? { endpointId: p.endpointId, directAddresses: [...p.addresses] }
+      : undefined,
+    grpcAddress: p.grpcAddress,
+    services: [],
+  }));
+  return {
+    nodeId: local.nodeId,
+    members: () => [self, ...others],
+    leaderId: () => 0n,
+    term: () => 0n,
+    raftStatus: () => ({
+      nodeId: local.nodeId,
+      term: 0n,
+      commitIndex: 0n,
+      appliedIndex: 0n,
+      role: RaftRole.UNSPECIFIED,
+      leaderId: 0n,
+      peers: [],
+    }),
+  };
+}

@@ -1,0 +1,500 @@
+/**
+ * The Iroh RPC transport end to end: real endpoints on 127.0.0.1 with relays
+ * disabled, real streams, the real router and codec. The services are the
+ * declared Health and Vm services with test implementations whose behaviour
+ * (sleep, throw, stream) the request chooses.
+ */
+
+import { assert, assertEquals, rejection } from "../../assert.ts";
+import { type IrohEndpoint, parseTicket } from "../../../src/transport/iroh/endpoint.ts";
+import { IrohRpcServer, RpcCloseCode } from "../../../src/transport/iroh/rpc_server.ts";
+import { IrohRpcClient } from "../../../src/transport/iroh/rpc_client.ts";
+import { RpcRouter } from "../../../src/rpc/router.ts";
+import { createClient } from "../../../src/rpc/client.ts";
+import { Code, decodeStatus, RpcError } from "../../../src/rpc/errors.ts";
+import { Health, Vm } from "../../../src/rpc/services.ts";
+import type { ServiceImpl } from "../../../src/rpc/services.ts";
+import type { VmService } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import { VmEventKind } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import { healthService } from "../../../src/services/health.ts";
+import {
+  encodeFrame,
+  FLAG_LAST,
+  FrameDecoder,
+  frameHeader,
+  FrameType,
+  Priority,
+} from "../../../mod.ts";
+import { loopbackEndpoint, randomKey, within } from "./helpers.ts";
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+/** What the test handlers saw, so tests can check the server side. */
+class Observed {
+  aborted: string[] = [];
+  started = 0;
+}
+
+function testHealth(seen: Observed): ServiceImpl<typeof Health.desc> {
+  const real = healthService({
+    nodeId: 7n,
+    agentVersion: "test",
+    startedAtMs: Date.now(),
+    readiness: () => ({ ready: true, detail: "" }),
+  });
+  return {
+    check: real.check,
+    async ping(req, ctx) {
+      seen.started++;
+      const cmd = untext.decode(req.payload);
+      if (cmd.startsWith("sleep:")) {
+        const ms = Number(cmd.slice(6));
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(resolve, ms);
+          ctx.signal.addEventListener("abort", () => {
+            clearTimeout(t);
+            seen.aborted.push(`ping:${(ctx.signal.reason as RpcError).code}`);
+            reject(ctx.signal.reason);
+          }, { once: true });
+        });
+      }
+      if (cmd === "throw") throw new Error("boom: the handler failed");
+      if (cmd === "not-found") throw new RpcError(Code.NOT_FOUND, 'vm "web-1" does not exist');
+      return real.ping(req, ctx);
+    },
+  };
+}
+
+function testVm(seen: Observed): ServiceImpl<typeof VmService> {
+  const no = () => {
+    throw new RpcError(Code.UNIMPLEMENTED, "not in this test");
+  };
+  return {
+    create: no,
+    start: no,
+    stop: no,
+    delete: no,
+    get: no,
+    list: no,
+    async *watchEvents(req, ctx) {
+      if (req.name === "endless") {
+        try {
+          for (let i = 0n;; i++) {
+            yield { kind: VmEventKind.STATUS_CHANGED, index: i };
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        } finally {
+          if (ctx.signal.aborted) {
+            seen.aborted.push(`watch:${(ctx.signal.reason as RpcError).code}`);
+          }
+        }
+      }
+      const count = Number(req.name.replace("count:", ""));
+      for (let i = 0; i < count; i++) yield { kind: VmEventKind.CREATED, index: BigInt(i) };
+    },
+  };
+}
+
+interface Harness extends AsyncDisposable {
+  server: IrohEndpoint;
+  clientEndpoint: IrohEndpoint;
+  rpc: IrohRpcServer;
+  client: IrohRpcClient;
+  seen: Observed;
+  health: ReturnType<typeof createClient<typeof Health>>;
+  vm: ReturnType<typeof createClient<typeof Vm>>;
+}
+
+async function harness(
+  limits: ConstructorParameters<typeof IrohRpcServer>[0]["limits"] = {},
+): Promise<Harness> {
+  const server = await loopbackEndpoint();
+  const clientEndpoint = await loopbackEndpoint([]);
+  const seen = new Observed();
+  const router = new RpcRouter().register(Health, testHealth(seen)).register(Vm, testVm(seen));
+  const rpc = new IrohRpcServer({
+    endpoint: server,
+    router,
+    allow: new Set([clientEndpoint.id]),
+    limits,
+  });
+  rpc.start();
+  const client = new IrohRpcClient({ endpoint: clientEndpoint });
+  const channel = client.peer(server.ticket());
+  return {
+    server,
+    clientEndpoint,
+    rpc,
+    client,
+    seen,
+    health: createClient(Health, channel),
+    vm: createClient(Vm, channel),
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await rpc.shutdown(100);
+      await Promise.all([server.close(), clientEndpoint.close()]);
+    },
+  };
+}
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function eventually(what: string, check: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test({
+  ...opts,
+  name: "a unary call is answered, and the node answers Check",
+  async fn() {
+    await using h = await harness();
+    const res = await h.health.ping({ payload: text.encode("hello"), clientSendTimeNs: 2n ** 60n });
+    assertEquals(untext.decode(res.payload), "hello");
+    assertEquals(res.clientSendTimeNs, 2n ** 60n);
+    assertEquals(res.nodeId, 7n);
+    const check = await h.health.check({});
+    assertEquals(check.status, 1);
+    assertEquals(check.agentVersion, "test");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "1,000 concurrent calls from one client are all answered correctly, over one connection",
+  async fn() {
+    await using h = await harness();
+    const results = await within(
+      Promise.all(
+        Array.from(
+          { length: 1000 },
+          (_, i) => h.health.ping({ payload: text.encode(`call ${i}`) }),
+        ),
+      ),
+      20_000,
+      "1,000 concurrent pings",
+    );
+    results.forEach((r, i) => assertEquals(untext.decode(r.payload), `call ${i}`));
+    assertEquals(h.rpc.stats.connectionsAccepted, 1);
+    assertEquals(h.client.stats.connectAttempts, 1);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a server stream delivers every item in order, then ends",
+  async fn() {
+    await using h = await harness();
+    const kinds: bigint[] = [];
+    for await (const event of h.vm.watchEvents({ name: "count:200" })) kinds.push(event.index);
+    assertEquals(kinds, Array.from({ length: 200 }, (_, i) => BigInt(i)));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a call past its deadline fails with DEADLINE_EXCEEDED and the server stops its handler",
+  async fn() {
+    await using h = await harness();
+    const started = performance.now();
+    const e = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("sleep:5000") }, { deadlineMs: 150 }),
+    );
+    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
+    assert(e.message.includes("health.Ping"), e.message);
+    assert(performance.now() - started < 2000, "the client waited far past its deadline");
+    // The server saw the deadline too (or the client's cancel), and freed the call.
+    await eventually("the handler was aborted", () => h.seen.aborted.length === 1);
+    assert(["ping:4", "ping:1"].includes(h.seen.aborted[0]!), String(h.seen.aborted));
+    await eventually("no call is in flight on the server", () => h.rpc.inflightCount === 0);
+    // The connection is fine afterwards.
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("after") })).payload),
+      "after",
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a server stream the client stops reading is cancelled on the server",
+  async fn() {
+    await using h = await harness();
+    let n = 0;
+    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
+      if (++n === 3) break;
+    }
+    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
+    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "an aborted signal cancels a unary call on both sides",
+  async fn() {
+    await using h = await harness();
+    const ac = new AbortController();
+    const call = h.health.ping({ payload: text.encode("sleep:5000") }, { signal: ac.signal });
+    await eventually("the handler started", () => h.seen.started === 1);
+    ac.abort();
+    const e = await rejection(RpcError, () => call);
+    assertEquals(e.code, Code.CANCELLED);
+    await eventually("the handler saw the cancel", () => h.seen.aborted.includes("ping:1"));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a throwing handler becomes an error answer and later calls still work",
+  async fn() {
+    await using h = await harness();
+    let e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("throw") }));
+    assertEquals(e.code, Code.INTERNAL);
+    assert(e.message.includes("boom: the handler failed"), e.message);
+    e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("not-found") }));
+    assertEquals(e.code, Code.NOT_FOUND);
+    assertEquals(e.message, 'vm "web-1" does not exist');
+    e = await rejection(RpcError, () => h.vm.list({}));
+    assertEquals(e.code, Code.UNIMPLEMENTED);
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("ok") })).payload),
+      "ok",
+    );
+    assertEquals(h.rpc.connectionCount, 1);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "an endpoint that is not on the allowlist cannot call anything",
+  async fn() {
+    await using h = await harness();
+    const stranger = await loopbackEndpoint([]);
+    const client = new IrohRpcClient({ endpoint: stranger });
+    try {
+      const health = createClient(Health, client.peer(h.server.ticket()));
+      const e = await rejection(RpcError, () => health.check({}, { deadlineMs: 3000 }));
+      assert(
+        e.code === Code.PERMISSION_DENIED || e.code === Code.UNAVAILABLE,
+        `expected a refusal, got ${e}`,
+      );
+      assertEquals(h.seen.started, 0);
+      await eventually("the refusal was counted", () => h.rpc.stats.connectionsRefused >= 1);
+      assertEquals(h.rpc.stats.callsStarted, 0);
+    } finally {
+      client.close();
+      await stranger.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "calls over the limit of in-flight requests are refused with RESOURCE_EXHAUSTED",
+  async fn() {
+    await using h = await harness({ maxInflightRequests: 4 });
+    const calls = Array.from(
+      { length: 10 },
+      () =>
+        h.health.ping({ payload: text.encode("sleep:300") }).then(
+          () => "ok",
+          (e: RpcError) => codeOf(e),
+        ),
+    );
+    const outcomes = await Promise.all(calls);
+    assertEquals(outcomes.filter((o) => o === "ok").length, 4);
+    assertEquals(outcomes.filter((o) => o === Code.RESOURCE_EXHAUSTED).length, 6);
+  },
+});
+
+function codeOf(e: unknown): number {
+  return e instanceof RpcError ? e.code : -1;
+}
+
+/** A raw stream to the server from an allowed endpoint, for sending bytes no client would. */
+async function rawStream(h: Harness) {
+  const conn = await h.clientEndpoint.connect(h.server.ticket());
+  const bi = await conn.openBi();
+  return { conn, bi };
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "garbage on a stream closes that connection with a protocol error; other clients are unaffected",
+  async fn() {
+    await using h = await harness();
+    await h.health.ping({ payload: text.encode("warm up") });
+    const { conn, bi } = await rawStream(h);
+    await bi.send.write(text.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const info = await within(conn.closed(), 3000, "the server to close the garbage connection");
+    assertEquals(info.code, RpcCloseCode.ProtocolError);
+    assert(info.reason.includes("magic"), info.reason);
+    assertEquals(h.rpc.stats.protocolErrors, 1);
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("still here") })).payload),
+      "still here",
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "an oversized length is refused from the header alone: the connection closes, nothing is allocated",
+  async fn() {
+    await using h = await harness({ maxFrameBytes: 1 << 20 });
+    const before = Deno.memoryUsage();
+    const { conn, bi } = await rawStream(h);
+    // A valid header claiming a 4 GiB payload, and no payload.
+    await bi.send.write(frameHeader({
+      type: FrameType.Request,
+      flags: FLAG_LAST,
+      priority: Priority.Service,
+      method: 0x0102,
+      requestId: 1n,
+      deadlineMs: 0,
+    }, 0xffff_ffff));
+    const info = await within(conn.closed(), 3000, "the server to close the connection");
+    assertEquals(info.code, RpcCloseCode.ProtocolError);
+    assert(info.reason.includes("exceeds max_frame_bytes 1048576"), info.reason);
+    const after = Deno.memoryUsage();
+    assert(after.rss - before.rss < 256 << 20, `rss grew by ${after.rss - before.rss} bytes`);
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("fine") })).payload),
+      "fine",
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a frame of an unknown protocol version gets an Error frame naming the versions this node speaks",
+  async fn() {
+    await using h = await harness();
+    const { conn, bi } = await rawStream(h);
+    const frame = encodeFrame({
+      type: FrameType.Request,
+      flags: FLAG_LAST,
+      priority: Priority.Service,
+      method: 0x0102,
+      requestId: 9n,
+      deadlineMs: 0,
+    });
+    frame[2] = 2; // version 2
+    await bi.send.write(frame);
+    const decoder = new FrameDecoder();
+    const reply = await within(
+      (async () => {
+        for (;;) {
+          const chunk = await bi.recv.read();
+          if (chunk === null) throw new Error("stream ended without an Error frame");
+          decoder.push(chunk);
+          const f = decoder.next();
+          if (f) return f;
+        }
+      })(),
+      3000,
+      "an Error frame",
+    );
+    assertEquals(reply.type, FrameType.Error);
+    const status = decodeStatus(reply.payload, "test");
+    assertEquals(status.supportedVersions, [1]);
+    assert(status.message.includes("version 2 is not supported"), status.message);
+    await within(conn.closed(), 3000, "the connection to close");
+  },
+});
+
+/** Starts the Health fixture server in a child process; resolves with its ticket. */
+async function spawnServer(keyHex: string, bindAddr: string, allowed: string) {
+  const script = new URL("../../fixtures/iroh_health_server.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, keyHex, bindAddr, allowed],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const ticket = await within(
+    (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`server exited before READY: ${out}`);
+        out += value;
+        const m = /READY (\S+)/.exec(out);
+        if (m) return m[1]!;
+      }
+    })(),
+    15_000,
+    "the server process to be ready",
+  );
+  reader.cancel().catch(() => {});
+  return { child, ticket };
+}
+
+Deno.test({
+  ...opts,
+  name: "a peer process killed and restarted with the same key is reconnected to by itself",
+  async fn() {
+    const keyHex = Array.from(randomKey(), (b) => b.toString(16).padStart(2, "0")).join("");
+    const clientEndpoint = await loopbackEndpoint([]);
+    const client = new IrohRpcClient({
+      endpoint: clientEndpoint,
+      backoff: { initialMs: 50, maxMs: 400 },
+    });
+    let server = await spawnServer(keyHex, "127.0.0.1:0", clientEndpoint.id);
+    try {
+      const channel = client.peer(server.ticket);
+      const health = createClient(Health, channel);
+      assertEquals((await health.check({})).agentVersion, "fixture");
+      const port = parseTicket(server.ticket).directAddresses
+        .find((a) => a.startsWith("127.0.0.1:"))!.split(":")[1];
+
+      server.child.kill("SIGKILL");
+      await server.child.status;
+      const down = await rejection(RpcError, () => health.check({}, { deadlineMs: 1000 }));
+      assert(
+        [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED].includes(down.code as 14 | 4),
+        String(down),
+      );
+
+      await eventually("the client noticed the peer is gone", () => !channel.connected, 5_000);
+      server = await spawnServer(keyHex, `127.0.0.1:${port}`, clientEndpoint.id);
+      await eventually("the client reconnected by itself", () => channel.connected, 10_000);
+      assertEquals((await health.check({}, { deadlineMs: 2000 })).agentVersion, "fixture");
+      assert(client.stats.connectionsLost >= 1);
+    } finally {
+      client.close();
+      server.child.kill("SIGKILL");
+      await server.child.status;
+      await clientEndpoint.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "shutdown lets calls in flight finish, and refuses new ones",
+  async fn() {
+    await using h = await harness();
+    const slow = h.health.ping({ payload: text.encode("sleep:300") });
+    await eventually("the slow call started", () => h.seen.started === 1);
+    const stopping = h.rpc.shutdown(3000);
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("late") }),
+    );
+    assertEquals(refused.code, Code.UNAVAILABLE);
+    assert(refused.message.includes("shutting down"), refused.message);
+    assertEquals(untext.decode((await slow).payload), "sleep:300");
+    assertEquals((await stopping).abandoned, 0);
+  },
+});
