@@ -127,6 +127,20 @@ function short(id: string): string {
   return id.length > 10 ? `${id.slice(0, 10)}…` : id;
 }
 
+/** Why calls on a connection that closed failed: refused (403) or lost. */
+function lossError(label: string, ownId: string, info: CloseInfo): RpcError {
+  if (info.code === CloseCode.NotAllowed) {
+    return new RpcError(
+      Code.PERMISSION_DENIED,
+      `${label} refused this node: endpoint ${short(ownId)} is not on its allowlist`,
+    );
+  }
+  return new RpcError(
+    Code.UNAVAILABLE,
+    `${label}: connection lost: ${info.reason || `code ${info.code}`}`,
+  );
+}
+
 /** What a waiting call wants to hear about its request id. */
 interface Pending {
   readonly priority: Priority;
@@ -145,8 +159,11 @@ class Session {
   /** `performance.now()` of the last frame received on any stream. */
   lastReceivedAt = performance.now();
 
-  constructor(conn: IrohConnection, maxFrameBytes: number, label: string) {
+  readonly #ownId: string;
+
+  constructor(conn: IrohConnection, maxFrameBytes: number, label: string, ownId: string) {
     this.conn = conn;
+    this.#ownId = ownId;
     this.#maxFrameBytes = maxFrameBytes;
     this.#label = label;
   }
@@ -173,7 +190,9 @@ class Session {
 
   #streamClosed(priority: Priority, error: Error | null): void {
     this.#streams[priority] = undefined;
-    const reason = new RpcError(
+    // A stream that died with its connection reports why the connection died.
+    const info = this.conn.closeInfo();
+    const reason = info ? lossError(this.#label, this.#ownId, info) : new RpcError(
       Code.UNAVAILABLE,
       `${this.#label}: stream closed${error ? `: ${error.message}` : " by the peer"}`,
     );
@@ -502,7 +521,12 @@ export class PeerChannel implements CallTransport {
         conn.close(CloseCode.Normal, "client closed");
         throw new RpcError(Code.UNAVAILABLE, `${this.#label}: client closed`);
       }
-      const session = new Session(conn, this.#o.limits.maxFrameBytes, this.#label);
+      const session = new Session(
+        conn,
+        this.#o.limits.maxFrameBytes,
+        this.#label,
+        this.#o.endpoint.id,
+      );
       this.#session = session;
       this.#failures = 0;
       this.#retryAt = 0;
@@ -559,20 +583,9 @@ export class PeerChannel implements CallTransport {
     if (this.#session !== session) return;
     this.#session = null;
     this.#stats.connectionsLost++;
-    const refused = info.code === CloseCode.NotAllowed;
-    this.#lastError = refused
-      ? "it refused this node's endpoint id"
-      : `connection lost: ${info.reason || `code ${info.code}`}`;
-    session.failAll(
-      refused
-        ? new RpcError(
-          Code.PERMISSION_DENIED,
-          `${this.#label} refused this node: endpoint ${
-            short(this.#o.endpoint.id)
-          } is not on its allowlist`,
-        )
-        : new RpcError(Code.UNAVAILABLE, `${this.#label}: ${this.#lastError}`),
-    );
+    const error = lossError(this.#label, this.#o.endpoint.id, info);
+    this.#lastError = error.message;
+    session.failAll(error);
     if (this.#closed) return;
     this.#failures = Math.max(this.#failures, 1);
     this.#retryAt = performance.now() + this.#backoffMs();
