@@ -55,7 +55,9 @@ export function codeName(code: number): string {
  * @example
  * ```ts
  * import { Code, RpcError } from "./errors.ts";
- * throw new RpcError(Code.NOT_FOUND, 'vm "web-1" does not exist');
+ * function getVm(name: string): never {
+ *   throw new RpcError(Code.NOT_FOUND, `vm "${name}" does not exist`);
+ * }
  * ```
  */
 export class RpcError extends Error {

@@ -23,7 +23,7 @@
  * Copies bytes into a new plain array, the form the binding accepts.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * await send.writeAll(toArray(new TextEncoder().encode("ping")));
  * ```
  */
@@ -42,7 +42,7 @@ export function toArray(bytes: Uint8Array): number[] {
  * binding only ever returns 0..255.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const chunk = toBytes(await recv.read(65536));
  * ```
  */

@@ -104,7 +104,7 @@ export interface IncomingAddr {
  * ALPN; `BIND_FAILED` if the sockets cannot be bound.
  *
  * @example Two endpoints on loopback
- * ```ts
+ * ```ts ignore
  * const server = await createEndpoint({ secretKey: keyA, bindAddr: "127.0.0.1:0", relayMode: "disabled" });
  * const client = await createEndpoint({ secretKey: keyB, bindAddr: "127.0.0.1:0", relayMode: "disabled", alpns: [] });
  * const accepted = server.acceptIncoming().then((incoming) => incoming!.accept({ allow: new Set([client.id]) }));

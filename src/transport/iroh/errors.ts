@@ -65,7 +65,7 @@ export interface IrohErrorDetails {
  * A failure of the Iroh transport layer.
  *
  * @example Matching on the code
- * ```ts
+ * ```ts ignore
  * try {
  *   await stream.read();
  * } catch (e) {

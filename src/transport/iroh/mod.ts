@@ -7,7 +7,7 @@
  * and `node:path`; nothing here knows frames, services or Raft.
  *
  * @example Dial a peer and echo
- * ```ts
+ * ```ts ignore
  * import { createEndpoint, loadOrCreateSecretKey } from "./mod.ts";
  *
  * const { secretKey } = await loadOrCreateSecretKey("/var/lib/blixard/iroh_secret_key");

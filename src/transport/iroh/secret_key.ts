@@ -94,7 +94,7 @@ export function defaultSecretKeyPath(dataDir: string): string {
  * malformed, not a regular file, or cannot be read or written.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const { secretKey, created } = await loadOrCreateSecretKey(defaultSecretKeyPath("/var/lib/blixard"));
  * const endpoint = await createEndpoint({ secretKey });
  * ```
