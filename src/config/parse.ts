@@ -1,0 +1,297 @@
+/**
+ * From TOML text to one frozen {@link AgentConfig}, or to every problem at
+ * once: TOML syntax (with line and column), then the schema (types, enums,
+ * ranges, unknown keys, cross-key rules), then warnings about keys that are
+ * valid but probably not what the operator meant.
+ *
+ * Owns: parseConfig, loadConfigFile, the snake_case → camelCase mapping and
+ * the warnings. May import: smol-toml, zod, the other files of src/config/;
+ * nothing else of the project.
+ *
+ * @module
+ */
+
+import { parse as parseToml, TomlError } from "smol-toml";
+import { isLoopback, parseHostPort } from "./address.ts";
+import { raftTransport } from "./effective.ts";
+import {
+  ConfigError,
+  type ConfigIssue,
+  DEFAULT_MESSAGE,
+  formatValue,
+  toConfigIssues,
+} from "./issues.ts";
+import {
+  ALL_EXCEPT_RAFT,
+  type ConfigFile,
+  configSchema,
+  DEFAULTS,
+  SERVICE_ALIASES,
+  SERVICE_NAMES,
+  type ServiceName,
+} from "./schema.ts";
+import type { AgentConfig, PreferIroh } from "./types.ts";
+
+/** What {@link parseConfig} and {@link loadConfigFile} return. */
+export type ConfigResult =
+  | {
+    readonly ok: true;
+    readonly config: AgentConfig;
+    /** Valid but suspicious settings; print them, do not refuse to start. */
+    readonly warnings: readonly ConfigIssue[];
+  }
+  | { readonly ok: false; readonly errors: readonly ConfigIssue[] };
+
+/**
+ * Parses and validates a config file's text. Pure: reads nothing, and the
+ * same text always gives the same result. `source` (the file's path) starts
+ * every message; without it messages start with `config`.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./mod.ts";
+ * const result = parseConfig('[node]\nid = 1\n[transport]\nmode = "quic"\n', "/etc/blixard/agent.toml");
+ * if (!result.ok) console.log(result.errors[0]!.message);
+ * // /etc/blixard/agent.toml: transport.mode = "quic": expected "grpc", "iroh" or "dual"
+ * ```
+ */
+export function parseConfig(text: string, source?: string): ConfigResult {
+  const prefix = source ?? "config";
+  let input: Record<string, unknown>;
+  try {
+    input = parseToml(text);
+  } catch (e) {
+    return { ok: false, errors: [syntaxIssue(e, prefix)] };
+  }
+  const parsed = configSchema.safeParse(input, { error: () => DEFAULT_MESSAGE });
+  if (!parsed.success) {
+    return { ok: false, errors: toConfigIssues(parsed.error.issues, input, prefix) };
+  }
+  const config = deepFreeze(toAgentConfig(parsed.data));
+  return { ok: true, config, warnings: Object.freeze(warningsOf(config, input, prefix)) };
+}
+
+/**
+ * Reads and parses a config file. A file that cannot be read is an
+ * `unreadable_file` error naming the path and the reason; it never throws.
+ */
+export async function loadConfigFile(path: string): Promise<ConfigResult> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const reason = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    return {
+      ok: false,
+      errors: [{
+        code: "unreadable_file",
+        path: "",
+        message: `${path}: cannot read config file: ${reason}`,
+      }],
+    };
+  }
+  return parseConfig(text, path);
+}
+
+/**
+ * The config of a result, or a thrown {@link ConfigError} with its errors.
+ *
+ * @example
+ * ```ts
+ * import { configOrThrow, parseConfig } from "./mod.ts";
+ * const config = configOrThrow(parseConfig("[node]\nid = 1"));
+ * console.log(config.grpc.bind); // 127.0.0.1:7400
+ * ```
+ */
+export function configOrThrow(result: ConfigResult): AgentConfig {
+  if (!result.ok) throw new ConfigError(result.errors);
+  return result.config;
+}
+
+function syntaxIssue(e: unknown, prefix: string): ConfigIssue {
+  if (e instanceof TomlError) {
+    // smol-toml's message is "Invalid TOML document: <what>\n\n<excerpt>".
+    const what = e.message.replace(/^Invalid TOML document: /, "").split("\n")[0]!;
+    return {
+      code: "toml_syntax",
+      path: "",
+      line: e.line,
+      column: e.column,
+      message: `${prefix}:${e.line}:${e.column}: TOML syntax error: ${what}`,
+    };
+  }
+  return {
+    code: "toml_syntax",
+    path: "",
+    message: `${prefix}: TOML syntax error: ${e instanceof Error ? e.message : String(e)}`,
+  };
+}
+
+function normalisePreferIroh(list: readonly string[]): PreferIroh {
+  if (list.includes(ALL_EXCEPT_RAFT)) return [ALL_EXCEPT_RAFT];
+  const names = new Set(list.map((s) => SERVICE_ALIASES[s] ?? s));
+  return SERVICE_NAMES.filter((s: ServiceName) => names.has(s));
+}
+
+/** Only the keys that are set, so that absent optional keys stay absent. */
+function defined<T extends Record<string, unknown>>(fields: T): Partial<T> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Partial<
+    T
+  >;
+}
+
+function toAgentConfig(file: ConfigFile): AgentConfig {
+  const { node, transport, grpc, iroh, cluster, metrics, vm, limits } = file;
+  const m = transport.migration;
+  // Outside mode "dual" the migration keys mean nothing; hold the defaults so
+  // that the effective config (and its printout) says so.
+  const migration = transport.mode !== "dual"
+    ? { preferIroh: [], raftTransport: "grpc" as const, fallbackToGrpc: true }
+    : {
+      preferIroh: normalisePreferIroh(m.prefer_iroh),
+      raftTransport: m.raft_transport,
+      fallbackToGrpc: m.fallback_to_grpc,
+    };
+  return {
+    node: { id: node.id, dataDir: node.data_dir },
+    transport: { mode: transport.mode, migration },
+    grpc: {
+      bind: grpc.bind,
+      allowInsecure: grpc.allow_insecure,
+      tls: defined({
+        certFile: grpc.tls.cert_file,
+        keyFile: grpc.tls.key_file,
+        caFile: grpc.tls.ca_file,
+      }),
+    },
+    iroh: {
+      bind: iroh.bind,
+      relay: typeof iroh.relay === "string" ? iroh.relay : [...iroh.relay],
+      secretKeyFile: iroh.secret_key_file ??
+        `${node.data_dir.replace(/\/+$/, "")}/${DEFAULTS.secretKeyFileName}`,
+      alpn: iroh.alpn,
+    },
+    cluster: {
+      peers: cluster.peers.map((p) => ({
+        id: p.id,
+        ...defined({ endpointId: p.endpoint_id }),
+        addresses: [...p.addresses],
+        ...defined({ ticket: p.ticket, grpcAddress: p.grpc_address }),
+      })),
+      operatorKeys: [...cluster.operator_keys],
+    },
+    metrics: { bind: metrics.bind, enabled: metrics.enabled },
+    vm: { backend: vm.backend },
+    limits: {
+      maxFrameBytes: limits.max_frame_bytes,
+      maxInflightRequests: limits.max_inflight_requests,
+      maxConcurrentStreams: limits.max_concurrent_streams,
+      requestDeadlineMs: limits.request_deadline_ms,
+      maxRequestDeadlineMs: limits.max_request_deadline_ms,
+      shutdownTimeoutMs: limits.shutdown_timeout_ms,
+    },
+  };
+}
+
+function warningsOf(
+  config: AgentConfig,
+  input: Record<string, unknown>,
+  prefix: string,
+): ConfigIssue[] {
+  const warnings: ConfigIssue[] = [];
+  const warn = (code: ConfigIssue["code"], path: string, what: string) =>
+    warnings.push({ code, path, message: `${prefix}: ${path}: ${what}` });
+  const { mode } = config.transport;
+
+  const rawMigration = (input.transport as Record<string, unknown> | undefined)?.migration;
+  // Ignored rather than refused in grpc mode too: rolling back from any stage must
+  // be the one-line change mode = "grpc", however much migration config is left.
+  if (mode !== "dual" && rawMigration !== null && typeof rawMigration === "object") {
+    const over = mode === "iroh" ? "Iroh" : "gRPC";
+    for (const key of Object.keys(rawMigration)) {
+      warn(
+        "ignored_key",
+        `transport.migration.${key}`,
+        `ignored: transport.mode = "${mode}" carries every service and raft over ${over}`,
+      );
+    }
+  }
+
+  const paths: [string, string | undefined][] = [
+    ["node.data_dir", config.node.dataDir],
+    ["iroh.secret_key_file", config.iroh.secretKeyFile],
+    ["grpc.tls.cert_file", config.grpc.tls.certFile],
+    ["grpc.tls.key_file", config.grpc.tls.keyFile],
+    ["grpc.tls.ca_file", config.grpc.tls.caFile],
+  ];
+  for (const [path, value] of paths) {
+    if (value !== undefined && !value.startsWith("/")) {
+      warn(
+        "relative_path",
+        path,
+        `${
+          formatValue(value)
+        } is relative to the agent's working directory (/ under systemd); write an absolute path`,
+      );
+    }
+  }
+
+  const bind = parseHostPort(config.grpc.bind);
+  const { tls } = config.grpc;
+  if (mode !== "iroh" && bind !== undefined && !isLoopback(bind)) {
+    if (tls.certFile === undefined) {
+      warn(
+        "insecure",
+        "grpc.bind",
+        `plaintext gRPC on ${
+          formatValue(config.grpc.bind)
+        } (grpc.allow_insecure = true): anyone who can reach it can call every service, raft included`,
+      );
+    } else if (tls.caFile === undefined) {
+      warn(
+        "insecure",
+        "grpc.tls.ca_file",
+        `not set, so gRPC clients on ${
+          formatValue(config.grpc.bind)
+        } are not authenticated; set it for mutual TLS, which peer traffic should use`,
+      );
+    }
+  }
+
+  const raftOverGrpc = raftTransport(config) === "grpc";
+  config.cluster.peers.forEach((peer, i) => {
+    const at = `cluster.peers[${i}]`;
+    if (
+      mode !== "grpc" && config.iroh.relay !== "default" && peer.ticket === undefined &&
+      peer.addresses.length === 0
+    ) {
+      warn(
+        "unreachable_peer",
+        at,
+        `peer ${peer.id} has only an endpoint_id and iroh.relay is not "default" (no discovery): it cannot be dialled over Iroh until Raft membership supplies its addresses; add addresses or a ticket`,
+      );
+    }
+    if (raftOverGrpc && peer.grpcAddress === undefined) {
+      warn(
+        "unreachable_peer",
+        at,
+        `peer ${peer.id} has no grpc_address, but raft runs over gRPC: it cannot be reached until Raft membership supplies its address; add grpc_address`,
+      );
+    }
+  });
+  return warnings;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,128 @@
+/**
+ * The typed configuration the rest of the agent reads: {@link AgentConfig},
+ * camelCase, defaults filled in, deeply frozen. Each field is the TOML key of
+ * the same name in snake_case; docs/configuration.md describes them.
+ *
+ * Owns: the shape of the configuration as code sees it. May import:
+ * ./schema.ts (for the enumerations); nothing else of the project.
+ *
+ * @module
+ */
+
+import type { RaftTransport, ServiceName, TransportMode, VmBackend } from "./schema.ts";
+
+export type { RaftTransport, ServiceName, TransportMode, VmBackend };
+
+/** The whole configuration of one agent. */
+export interface AgentConfig {
+  readonly node: NodeConfig;
+  readonly transport: TransportConfig;
+  readonly grpc: GrpcConfig;
+  readonly iroh: IrohConfig;
+  readonly cluster: ClusterConfig;
+  readonly metrics: MetricsConfig;
+  readonly vm: VmConfig;
+  readonly limits: LimitsConfig;
+}
+
+/** `[node]`. */
+export interface NodeConfig {
+  /** Raft id, >= 1. */
+  readonly id: number;
+  readonly dataDir: string;
+}
+
+/** `[transport]`. */
+export interface TransportConfig {
+  readonly mode: TransportMode;
+  /**
+   * `[transport.migration]`. Read the effective choice through
+   * `servicesOverIroh()` and `raftTransport()`: in mode `iroh` these keys are
+   * ignored and hold their defaults.
+   */
+  readonly migration: MigrationConfig;
+}
+
+/**
+ * `prefer_iroh`: service names (aliases resolved, no duplicates, in
+ * `SERVICE_NAMES` order), or `["all_except_raft"]`.
+ */
+export type PreferIroh = readonly ServiceName[] | readonly ["all_except_raft"];
+
+/** `[transport.migration]`. */
+export interface MigrationConfig {
+  readonly preferIroh: PreferIroh;
+  readonly raftTransport: RaftTransport;
+  readonly fallbackToGrpc: boolean;
+}
+
+/** `[grpc]`. */
+export interface GrpcConfig {
+  /** `host:port`. */
+  readonly bind: string;
+  readonly allowInsecure: boolean;
+  readonly tls: GrpcTlsConfig;
+}
+
+/** `[grpc.tls]`: TLS when `certFile` is set, mutual TLS when `caFile` is set too. */
+export interface GrpcTlsConfig {
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly caFile?: string;
+}
+
+/** `"default"`, `"disabled"`, or the URLs of self-hosted relays. */
+export type RelayConfig = "default" | "disabled" | readonly string[];
+
+/** `[iroh]`. */
+export interface IrohConfig {
+  /** `ip:port`. */
+  readonly bind: string;
+  readonly relay: RelayConfig;
+  /** Always set: defaults to `<dataDir>/iroh_secret_key`. */
+  readonly secretKeyFile: string;
+  readonly alpn: string;
+}
+
+/** `[cluster]`. */
+export interface ClusterConfig {
+  readonly peers: readonly PeerConfig[];
+  /** Lowercase hex endpoint ids. */
+  readonly operatorKeys: readonly string[];
+}
+
+/** One `[[cluster.peers]]`: has `endpointId` or `ticket` (or both). */
+export interface PeerConfig {
+  readonly id: number;
+  /** Lowercase hex. */
+  readonly endpointId?: string;
+  /** `ip:port` direct Iroh addresses; may be empty. */
+  readonly addresses: readonly string[];
+  readonly ticket?: string;
+  /** `host:port` of the peer's gRPC listener. */
+  readonly grpcAddress?: string;
+}
+
+/** `[metrics]`. */
+export interface MetricsConfig {
+  readonly bind: string;
+  readonly enabled: boolean;
+}
+
+/** `[vm]`. */
+export interface VmConfig {
+  readonly backend: VmBackend;
+}
+
+/** `[limits]`: bounds on what a peer controls. */
+export interface LimitsConfig {
+  readonly maxFrameBytes: number;
+  /** Per connection. */
+  readonly maxInflightRequests: number;
+  /** Per connection. */
+  readonly maxConcurrentStreams: number;
+  /** Deadline of a request that names none. */
+  readonly requestDeadlineMs: number;
+  readonly maxRequestDeadlineMs: number;
+  readonly shutdownTimeoutMs: number;
+}
