@@ -2,75 +2,98 @@
  * The `blixard` command line: one entry point for `deno task blixard ARGS`
  * and for the compiled single executable.
  *
- * Owns: argument parsing, help text and exit codes. Subcommands that run or
- * call a node arrive with the transports (see README, "Status").
+ * Owns: dispatch to subcommands, top-level help, and turning errors into
+ * one-line messages and exit statuses (0 ok, 1 failure, 2 usage).
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { PROTOCOL_VERSION } from "../codec/frame.ts";
-import denoJson from "../../deno.json" with { type: "json" };
+import { ConfigError } from "../config/mod.ts";
+import { SecretKeyError } from "../transport/iroh/secret_key.ts";
+import { IrohError } from "../transport/iroh/errors.ts";
+import { AGENT_VERSION } from "../version.ts";
+import { CALL_HELP, callCommand } from "./call.ts";
+import { CliError, ExitCode, printJson } from "./common.ts";
+import { CONFIG_HELP, configCommand } from "./config.ts";
+import { KEY_HELP, keyCommand } from "./key.ts";
+import { NODE_HELP, nodeCommand } from "./node.ts";
 
-/** The agent's version, from deno.json. */
-export const AGENT_VERSION: string = denoJson.version;
+export { AGENT_VERSION };
 
 const HELP = `blixard ${AGENT_VERSION}: the Blixard node agent
 
-Usage: blixard <command> [options]
+Usage: blixard <command> [options]     (blixard <command> --help for more)
 
 Commands:
-  version        print the agent, runtime and wire protocol versions
-  help           print this help
+  node --config FILE         run the agent
+  config check FILE          validate a configuration, print the effective one
+  health --ticket T          is a node serving? (round trip, version, uptime)
+  status --ticket T          members, leader, term and Raft state of a node
+  key generate|show          the Iroh identity (endpoint id, ticket)
+  version                    agent, runtime and wire protocol versions
+  help                       this help
 
-Options:
-  -h, --help     print this help
+Global options:
+  -h, --help     help for the command
   -V, --version  same as the version command
-  --json         machine-readable output (version)
+  --json         machine-readable output (where a command prints data)
 
-Running a node, calling one (health, status, vm, cluster), keys and config
-checks arrive with the transports; see README.md, "Status".`;
+Not yet: vm, cluster join|leave, dev (local 3-node cluster), gRPC clients
+(--addr); see README.md, "Status".`;
 
-/** Runs the command line with `args`; returns the process exit code. */
-export function main(args: readonly string[]): number {
-  let parsed;
+const COMMANDS: Record<string, { help: string; run: (args: string[]) => Promise<number> }> = {
+  node: { help: NODE_HELP, run: nodeCommand },
+  config: { help: CONFIG_HELP, run: configCommand },
+  health: { help: CALL_HELP, run: (args) => callCommand("health", args) },
+  status: { help: CALL_HELP, run: (args) => callCommand("status", args) },
+  key: { help: KEY_HELP, run: keyCommand },
+};
+
+/** Runs the command line with `args`; resolves with the process exit status. */
+export async function main(args: readonly string[]): Promise<number> {
+  const [first, ...rest] = args;
   try {
-    parsed = parseArgs({
-      args: [...args],
-      allowPositionals: true,
-      options: {
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-        json: { type: "boolean" },
-      },
-    });
-  } catch (e) {
-    console.error(`blixard: ${e instanceof Error ? e.message : e}\nTry 'blixard --help'.`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const command = values.version ? "version" : values.help ? "help" : positionals[0] ?? "help";
-  switch (command) {
-    case "help":
-      console.log(HELP);
-      return 0;
-    case "version": {
-      const info = {
-        agent: AGENT_VERSION,
-        deno: Deno.version.deno,
-        protocol: PROTOCOL_VERSION,
-      };
-      console.log(
-        values.json
-          ? JSON.stringify(info)
-          : `blixard ${info.agent} (deno ${info.deno}, wire protocol ${info.protocol})`,
-      );
-      return 0;
+    if (first === undefined || first === "help" || first === "--help" || first === "-h") {
+      const topic = first === "help" ? rest[0] : undefined;
+      console.log(topic && COMMANDS[topic] ? COMMANDS[topic].help : HELP);
+      return ExitCode.Ok;
     }
-    default:
-      console.error(`blixard: unknown command "${command}"\nTry 'blixard --help'.`);
-      return 2;
+    if (first === "version" || first === "--version" || first === "-V") {
+      const info = { agent: AGENT_VERSION, deno: Deno.version.deno, protocol: PROTOCOL_VERSION };
+      if (rest.includes("--json")) printJson(info);
+      else console.log(`blixard ${info.agent} (deno ${info.deno}, wire protocol ${info.protocol})`);
+      return ExitCode.Ok;
+    }
+    const command = COMMANDS[first];
+    if (!command) {
+      const hint = first.startsWith("-") ? `unknown option ${first}` : `unknown command "${first}"`;
+      console.error(`blixard: ${hint}\nTry 'blixard --help'.`);
+      return ExitCode.Usage;
+    }
+    return await command.run(rest);
+  } catch (e) {
+    return report(e);
   }
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+/** One line (or a few) on stderr for an error, and its exit status. */
+function report(e: unknown): number {
+  if (e instanceof CliError) {
+    console.error(`blixard: ${e.message}`);
+    return e.exitCode;
+  }
+  // parseArgs' errors: unknown or malformed options.
+  if (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS")) {
+    console.error(`blixard: ${e.message}\nTry 'blixard --help'.`);
+    return ExitCode.Usage;
+  }
+  if (e instanceof ConfigError || e instanceof SecretKeyError || e instanceof IrohError) {
+    console.error(`blixard: ${e.message}`);
+    return ExitCode.Failure;
+  }
+  console.error(`blixard: unexpected error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+  return ExitCode.Failure;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,61 @@
+/**
+ * What the subcommands share: a usage error type, exit codes, output in
+ * human or JSON form, and where the operator's key lives.
+ *
+ * Owns: {@link CliError}, {@link ExitCode}, {@link operatorKeyPath}. Imports nothing of the project.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+
+/** Exit statuses of the command line. */
+export const ExitCode = {
+  Ok: 0,
+  /** The command failed (the node said no, could not be reached, bad config). */
+  Failure: 1,
+  /** The command line itself was wrong. */
+  Usage: 2,
+} as const;
+
+/** A failure the command line reports as one line on stderr, with an exit status. */
+export class CliError extends Error {
+  override readonly name = "CliError";
+  readonly exitCode: number;
+  constructor(message: string, exitCode: number = ExitCode.Failure) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** A usage error: exit status 2 and a pointer to the help. */
+export function usage(command: string, message: string): CliError {
+  return new CliError(`${message}\nTry 'blixard ${command} --help'.`, ExitCode.Usage);
+}
+
+/** Prints `value` as one line of JSON (bigints as strings). */
+export function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, (_k, v) => typeof v === "bigint" ? v.toString() : v));
+}
+
+/**
+ * Where operator commands keep their Iroh key: `$BLIXARD_OPERATOR_KEY`, else
+ * `$XDG_CONFIG_HOME/blixard/operator_key`, else `~/.config/blixard/operator_key`.
+ */
+export function operatorKeyPath(): string {
+  const explicit = Deno.env.get("BLIXARD_OPERATOR_KEY");
+  if (explicit) return explicit;
+  const config = Deno.env.get("XDG_CONFIG_HOME") ?? join(Deno.env.get("HOME") ?? ".", ".config");
+  return join(config, "blixard", "operator_key");
+}
+
+/** `3h 12m 5s` from milliseconds. */
+export function formatDuration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  const parts = [[Math.floor(s / 86400), "d"], [Math.floor(s / 3600) % 24, "h"], [
+    Math.floor(s / 60) % 60,
+    "m",
+  ], [s % 60, "s"]] as const;
+  const shown = parts.filter(([n], i) => n > 0 || i === parts.length - 1);
+  return shown.map(([n, u]) => `${n}${u}`).join(" ");
+}

@@ -1,0 +1,63 @@
+/**
+ * `blixard config check FILE`: validate a configuration without starting anything.
+ *
+ * Owns: the config subcommand. Imports the config module.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { formatEffectiveConfig, loadConfigFile } from "../config/mod.ts";
+import { ExitCode, printJson, usage } from "./common.ts";
+
+export const CONFIG_HELP = `Usage: blixard config check FILE [--quiet] [--json]
+
+Validates FILE (TOML) and prints the effective configuration, every default
+filled in. Every problem is reported at once, each naming the key, the value
+and what is allowed; the exit status is 1 if there is any.
+
+Options:
+  --quiet   print nothing on success
+  --json    print {"ok", "errors", "warnings"} as JSON`;
+
+/** Runs `blixard config ...`. */
+export async function configCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      quiet: { type: "boolean", short: "q" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(CONFIG_HELP);
+    return ExitCode.Ok;
+  }
+  const [sub, file] = positionals;
+  if (sub !== "check") {
+    throw usage("config", `unknown config command "${sub ?? ""}": expected check`);
+  }
+  if (!file) throw usage("config", "config check: FILE is required");
+  const result = await loadConfigFile(file);
+  if (values.json) {
+    printJson(
+      result.ok
+        ? { ok: true, errors: [], warnings: result.warnings }
+        : { ok: false, errors: result.errors, warnings: [] },
+    );
+    return result.ok ? ExitCode.Ok : ExitCode.Failure;
+  }
+  if (!result.ok) {
+    for (const e of result.errors) console.error(e.message);
+    console.error(`${file}: ${result.errors.length} error(s); nothing was started`);
+    return ExitCode.Failure;
+  }
+  for (const w of result.warnings) console.error(`warning: ${w.message}`);
+  if (!values.quiet) {
+    console.log(`# ${file}: valid. Effective configuration, defaults filled in:`);
+    console.log(formatEffectiveConfig(result.config));
+  }
+  return ExitCode.Ok;
+}
