@@ -16,6 +16,12 @@
  */
 
 import type { Frame } from "../../codec/frame.ts";
+import {
+  appendRaftFrame,
+  type RaftMessage,
+  raftMessageKindName,
+  raftMessagePriority,
+} from "../../codec/raft.ts";
 import { FLAG_LAST, FrameType, Priority } from "../../codec/frame.ts";
 import type { CallTransport } from "../../rpc/client.ts";
 import { Code, decodeStatus, RpcError } from "../../rpc/errors.ts";
@@ -351,6 +357,22 @@ export class PeerChannel implements CallTransport {
       // The consumer stopped early (break, throw): tell the server to stop too.
       if (!ended && !error) call.cancel();
       call.done();
+    }
+  }
+
+  /**
+   * Sends a Raft message on the stream of its priority class, connecting
+   * first if needed (within the connect timeout). One-way: resolves once the
+   * message is queued, not when it arrives; Raft retries what is lost.
+   */
+  async sendRaft(message: RaftMessage): Promise<void> {
+    const label = `raft.${raftMessageKindName(message.kind)}`;
+    const session = await this.#ready(performance.now() + this.#o.connectTimeoutMs, label);
+    const fs = await this.#stream(session, raftMessagePriority(message.kind), label);
+    try {
+      fs.sendWith((writer) => appendRaftFrame(writer, message));
+    } catch (e) {
+      throw new RpcError(Code.UNAVAILABLE, `${label}: ${this.#label}: ${(e as Error).message}`);
     }
   }
 

@@ -17,6 +17,7 @@
  */
 
 import { ProtocolError } from "../../codec/errors.ts";
+import { decodeRaftFrame, RAFT_SERVICE_ID, type RaftMessage } from "../../codec/raft.ts";
 import {
   encodeFrame,
   FLAG_LAST,
@@ -55,6 +56,11 @@ export interface IrohRpcServerOptions {
   readonly allow: EndpointAllowlist;
   readonly limits?: Partial<RpcLimits>;
   readonly logger?: Logger;
+  /**
+   * Receives the Raft messages peers send (service 6). Raft messages are
+   * one-way: nothing is sent back for them. Without it they are dropped.
+   */
+  readonly onRaftMessage?: (message: RaftMessage, from: PeerInfo) => void;
 }
 
 /** Counters of a server, for tests and metrics. */
@@ -70,6 +76,8 @@ export interface IrohServerStats {
   callsFailed: number;
   /** Streams refused over `maxConcurrentStreams`. */
   streamsRefused: number;
+  /** Raft messages received. */
+  raftMessages: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -81,6 +89,7 @@ export class IrohRpcServer {
   readonly #allow: EndpointAllowlist;
   readonly #limits: RpcLimits;
   readonly #log: Logger;
+  readonly #onRaftMessage: ((message: RaftMessage, from: PeerInfo) => void) | undefined;
   readonly #refusalLog = new RateLimiter(60_000);
   readonly #connections = new Set<ServerConnection>();
   #acceptLoop: Promise<void> | null = null;
@@ -92,6 +101,7 @@ export class IrohRpcServer {
     callsStarted: 0,
     callsFailed: 0,
     streamsRefused: 0,
+    raftMessages: 0,
   };
 
   constructor(options: IrohRpcServerOptions) {
@@ -100,6 +110,13 @@ export class IrohRpcServer {
     this.#allow = options.allow;
     this.#limits = { ...DEFAULT_RPC_LIMITS, ...options.limits };
     this.#log = options.logger ?? silentLogger;
+    this.#onRaftMessage = options.onRaftMessage;
+  }
+
+  /** @internal Hands a Raft message to the consensus module. */
+  raftMessage(message: RaftMessage, from: PeerInfo): void {
+    this.stats.raftMessages++;
+    this.#onRaftMessage?.(message, from);
   }
 
   /** The limits in force. */
@@ -309,6 +326,15 @@ class ServerConnection {
   #onFrame(fs: FrameStream, frame: Frame): void {
     switch (frame.type) {
       case FrameType.Request:
+        if (frame.method >>> 8 === RAFT_SERVICE_ID) {
+          // A malformed Raft payload is garbage like any other: it fails the stream.
+          try {
+            this.#server.raftMessage(decodeRaftFrame(frame), this.#peer);
+          } catch (e) {
+            fs.close(e instanceof Error ? e : new Error(String(e)));
+          }
+          return;
+        }
         this.#startCall(fs, frame);
         return;
       case FrameType.Cancel:

@@ -8,7 +8,8 @@
 import { assert, assertEquals, rejection } from "../../assert.ts";
 import { type IrohEndpoint, parseTicket } from "../../../src/transport/iroh/endpoint.ts";
 import { IrohRpcServer, RpcCloseCode } from "../../../src/transport/iroh/rpc_server.ts";
-import { IrohRpcClient } from "../../../src/transport/iroh/rpc_client.ts";
+import { IrohRpcClient, type PeerChannel } from "../../../src/transport/iroh/rpc_client.ts";
+import { type RaftMessage, RaftMessageKind } from "../../../src/codec/raft.ts";
 import { RpcRouter } from "../../../src/rpc/router.ts";
 import { createClient } from "../../../src/rpc/client.ts";
 import { Code, decodeStatus, RpcError } from "../../../src/rpc/errors.ts";
@@ -97,6 +98,7 @@ function testVm(seen: Observed): ServiceImpl<typeof VmService> {
 }
 
 interface Harness extends AsyncDisposable {
+  channel: PeerChannel;
   server: IrohEndpoint;
   clientEndpoint: IrohEndpoint;
   rpc: IrohRpcServer;
@@ -108,6 +110,7 @@ interface Harness extends AsyncDisposable {
 
 async function harness(
   limits: ConstructorParameters<typeof IrohRpcServer>[0]["limits"] = {},
+  onRaftMessage?: (message: RaftMessage) => void,
 ): Promise<Harness> {
   const server = await loopbackEndpoint();
   const clientEndpoint = await loopbackEndpoint([]);
@@ -118,11 +121,13 @@ async function harness(
     router,
     allow: new Set([clientEndpoint.id]),
     limits,
+    ...(onRaftMessage ? { onRaftMessage } : {}),
   });
   rpc.start();
   const client = new IrohRpcClient({ endpoint: clientEndpoint });
   const channel = client.peer(server.ticket());
   return {
+    channel,
     server,
     clientEndpoint,
     rpc,
@@ -494,5 +499,109 @@ Deno.test({
     assert(refused.message.includes("shutting down"), refused.message);
     assertEquals(untext.decode((await slow).payload), "sleep:300");
     assertEquals((await stopping).abandoned, 0);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "Raft messages reach the consensus module in order, one-way",
+  async fn() {
+    const got: RaftMessage[] = [];
+    await using h = await harness({}, (m) => got.push(m));
+    for (let i = 1; i <= 100; i++) {
+      await h.channel.sendRaft({
+        kind: RaftMessageKind.Heartbeat,
+        from: 1,
+        to: 2,
+        term: 3,
+        commit: i,
+        readContext: 0,
+      });
+    }
+    await eventually("100 heartbeats arrived", () => got.length === 100);
+    assertEquals(
+      got.map((m) => m.kind === RaftMessageKind.Heartbeat ? m.commit : -1),
+      Array.from({ length: 100 }, (_, i) => i + 1),
+    );
+    assertEquals(h.rpc.stats.callsStarted, 0);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a vote sent after a 4 MiB snapshot chunk arrives first: bulk never delays an election",
+  async fn() {
+    const got: string[] = [];
+    await using h = await harness(
+      {},
+      (m) => got.push(m.kind === RaftMessageKind.VoteRequest ? "vote" : "snapshot"),
+    );
+    // Open both streams first so the race is only between the two messages.
+    await h.channel.sendRaft({ kind: RaftMessageKind.TimeoutNow, from: 1, to: 2, term: 1 });
+    await h.channel.sendRaft({
+      kind: RaftMessageKind.InstallSnapshotResponse,
+      from: 1,
+      to: 2,
+      term: 1,
+      snapshotIndex: 0,
+      offset: 0,
+      reject: false,
+    });
+    await eventually("the warm-up messages arrived", () => got.length === 2);
+    got.length = 0;
+    const data = new Uint8Array(4 << 20).map((_, i) => i & 0xff);
+    await h.channel.sendRaft({
+      kind: RaftMessageKind.InstallSnapshot,
+      from: 1,
+      to: 2,
+      term: 1,
+      snapshotIndex: 1000,
+      snapshotTerm: 1,
+      offset: 0,
+      done: true,
+      data,
+    });
+    await h.channel.sendRaft({
+      kind: RaftMessageKind.VoteRequest,
+      from: 1,
+      to: 2,
+      term: 2,
+      lastLogIndex: 1000,
+      lastLogTerm: 1,
+      transfer: false,
+    });
+    await eventually("both arrived", () => got.length === 2, 20_000);
+    assertEquals(got, ["vote", "snapshot"]);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "streams beyond max_concurrent_streams are refused and the connection keeps serving",
+  async fn() {
+    await using h = await harness({ maxConcurrentStreams: 2 });
+    const conn = await h.clientEndpoint.connect(h.server.ticket());
+    const heartbeat = encodeFrame({
+      type: FrameType.Heartbeat,
+      flags: FLAG_LAST,
+      priority: Priority.Heartbeat,
+      method: 0,
+      requestId: 5n,
+      deadlineMs: 0,
+    });
+    const answers = await Promise.all([0, 1, 2].map(async () => {
+      const bi = await conn.openBi();
+      await bi.send.write(heartbeat);
+      try {
+        return (await within(bi.recv.read(), 3000, "an answer")) === null ? "ended" : "answered";
+      } catch {
+        return "refused";
+      }
+    }));
+    assertEquals(answers.filter((a) => a === "answered").length, 2);
+    assertEquals(answers.filter((a) => a === "refused").length, 1);
+    assertEquals(h.rpc.stats.streamsRefused, 1);
+    assertEquals(conn.closeInfo(), null);
+    conn.close();
   },
 });
