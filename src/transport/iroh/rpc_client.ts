@@ -34,7 +34,7 @@ import {
   parseTicket,
   type PeerTarget,
 } from "./endpoint.ts";
-import { CloseCode, type CloseInfo } from "./errors.ts";
+import { CloseCode, type CloseInfo, IrohError } from "./errors.ts";
 import { FrameStream } from "./frame_stream.ts";
 
 /** Reconnection timing. */
@@ -197,7 +197,9 @@ class Session {
   #streamClosed(priority: Priority, error: Error | null): void {
     this.#streams[priority] = undefined;
     // A stream that died with its connection reports why the connection died.
-    const info = this.conn.closeInfo();
+    const info = error instanceof IrohError && error.code === "NOT_ALLOWED"
+      ? { byPeer: true, code: CloseCode.NotAllowed, reason: "" }
+      : this.conn.closeInfo();
     const reason = info ? lossError(this.#label, this.#ownId, info) : new RpcError(
       Code.UNAVAILABLE,
       `${this.#label}: stream closed${error ? `: ${error.message}` : " by the peer"}`,
@@ -472,6 +474,16 @@ export class PeerChannel implements CallTransport {
     try {
       return await session.stream(priority);
     } catch (e) {
+      // Refused right after the handshake: say so, whichever of the stream and the close we saw first.
+      if (e instanceof IrohError && e.code === "NOT_ALLOWED") {
+        throw lossError(this.#label, this.#o.endpoint.id, {
+          byPeer: true,
+          code: CloseCode.NotAllowed,
+          reason: "",
+        });
+      }
+      const info = session.conn.closeInfo();
+      if (info) throw lossError(this.#label, this.#o.endpoint.id, info);
       throw new RpcError(
         Code.UNAVAILABLE,
         `${label}: ${this.#label}: cannot open a stream: ${(e as Error).message}`,
