@@ -162,6 +162,12 @@ export interface CallOptions {
   readonly deadlineMs?: number;
   /** Cancels the call. */
   readonly signal?: AbortSignal;
+  /**
+   * Wait, within the deadline, for a connection that is down or still being
+   * made, rather than failing at once with UNAVAILABLE. The dual runner sets
+   * it on a retry, which has no other transport left to try.
+   */
+  readonly waitForReady?: boolean;
 }
 
 /** A typed client method for one declared method. */

@@ -56,6 +56,13 @@ export interface IrohRpcClientOptions {
   readonly backoff?: BackoffOptions;
   /** A channel unused this long stops reconnecting by itself, ms. Default 60,000. */
   readonly idleReconnectMs?: number;
+  /**
+   * While a peer is unreachable, fail calls at once instead of letting them
+   * wait for the next reconnect attempt, and wait at most 250 ms for an
+   * attempt under way. Set by the dual runner, which has another transport
+   * to fall back on. Default false.
+   */
+  readonly failFastWhileDown?: boolean;
   /** Random source for jitter, in [0, 1). Default `Math.random`. */
   readonly random?: () => number;
   /** An idle connection sends a Heartbeat frame this often, ms. Default 1,000. */
@@ -75,6 +82,9 @@ export interface IrohClientStats {
   connectionsLost: number;
 }
 
+/** With `failFastWhileDown`, how long a call waits for a connection attempt under way, ms. */
+const FAIL_FAST_CONNECT_WAIT_MS = 250;
+
 /** Largest number of stream responses buffered for a consumer that does not read. */
 const MAX_BUFFERED_STREAM_ITEMS = 4096;
 
@@ -92,6 +102,7 @@ export class IrohRpcClient {
       connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
       backoff: { initialMs: 100, maxMs: 10_000, jitter: 0.2, ...options.backoff },
       idleReconnectMs: options.idleReconnectMs ?? 60_000,
+      failFastWhileDown: options.failFastWhileDown ?? false,
       random: options.random ?? Math.random,
       keepaliveIntervalMs: options.keepaliveIntervalMs ?? 1_000,
       deadPeerTimeoutMs: options.deadPeerTimeoutMs ?? 5_000,
@@ -219,6 +230,7 @@ interface ChannelOptions {
   readonly connectTimeoutMs: number;
   readonly backoff: Required<BackoffOptions>;
   readonly idleReconnectMs: number;
+  readonly failFastWhileDown: boolean;
   readonly random: () => number;
   readonly keepaliveIntervalMs: number;
   readonly deadPeerTimeoutMs: number;
@@ -276,7 +288,7 @@ export class PeerChannel implements CallTransport {
     const deadlineMs = this.#deadline(options.deadlineMs, method);
     const deadlineAt = performance.now() + deadlineMs;
     options.signal?.throwIfAborted();
-    const session = await this.#ready(deadlineAt, method.label);
+    const session = await this.#ready(deadlineAt, method.label, options.waitForReady);
     const fs = await this.#stream(session, Priority.Service, method.label);
     return new Promise<Uint8Array>((resolve, reject) => {
       const call = this.#start(session, fs, method, request, deadlineAt, options.signal, {
@@ -310,6 +322,7 @@ export class PeerChannel implements CallTransport {
     const session = await this.#ready(
       Math.min(deadlineAt, performance.now() + this.#o.limits.defaultDeadlineMs),
       method.label,
+      options.waitForReady,
     );
     const fs = await this.#stream(session, Priority.Service, method.label);
     const items: Uint8Array[] = [];
@@ -492,7 +505,8 @@ export class PeerChannel implements CallTransport {
   }
 
   /** The live session, connecting (or waiting for the next attempt) within the deadline. */
-  async #ready(deadlineAt: number, label: string): Promise<Session> {
+  async #ready(deadlineAt: number, label: string, waitForReady = false): Promise<Session> {
+    const failFast = this.#o.failFastWhileDown && !waitForReady;
     this.#lastUsedAt = performance.now();
     for (;;) {
       if (this.#closed) {
@@ -503,7 +517,7 @@ export class PeerChannel implements CallTransport {
       if (!this.#connecting) {
         const wait = this.#retryAt - now;
         if (wait > 0) {
-          if (now + wait >= deadlineAt) {
+          if (now + wait >= deadlineAt || failFast) {
             throw new RpcError(
               Code.UNAVAILABLE,
               `${label}: ${this.#label} is unreachable (${this.#lastError}); next attempt in ${
@@ -517,6 +531,11 @@ export class PeerChannel implements CallTransport {
         this.#connecting = this.#connect();
       }
       const remaining = deadlineAt - now;
+      // A caller with another transport waits only briefly: the attempt goes on
+      // in the background and a later call will find the connection up.
+      const grace = this.#o.failFastWhileDown
+        ? Math.min(remaining, FAIL_FAST_CONNECT_WAIT_MS)
+        : remaining;
       let timer: ReturnType<typeof setTimeout> | undefined;
       try {
         return await Promise.race([
@@ -524,11 +543,13 @@ export class PeerChannel implements CallTransport {
           new Promise<never>((_, reject) => {
             timer = setTimeout(() =>
               reject(
-                new RpcError(
-                  Code.DEADLINE_EXCEEDED,
-                  `${label}: still connecting to ${this.#label} when the deadline passed`,
-                ),
-              ), remaining);
+                grace < remaining
+                  ? new RpcError(Code.UNAVAILABLE, `${label}: still connecting to ${this.#label}`)
+                  : new RpcError(
+                    Code.DEADLINE_EXCEEDED,
+                    `${label}: still connecting to ${this.#label} when the deadline passed`,
+                  ),
+              ), grace);
           }),
         ]);
       } catch (e) {

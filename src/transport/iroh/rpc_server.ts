@@ -87,7 +87,7 @@ export class IrohRpcServer {
   readonly #endpoint: IrohEndpoint;
   readonly #router: RpcRouter;
   readonly #allow: EndpointAllowlist;
-  readonly #limits: RpcLimits;
+  #limits: RpcLimits;
   readonly #log: Logger;
   readonly #onRaftMessage: ((message: RaftMessage, from: PeerInfo) => void) | undefined;
   readonly #refusalLog = new RateLimiter(60_000);
@@ -122,6 +122,11 @@ export class IrohRpcServer {
   /** The limits in force. */
   get limits(): RpcLimits {
     return this.#limits;
+  }
+
+  /** New limits, for connections accepted from now on (a config reload). */
+  setLimits(limits: Partial<RpcLimits>): void {
+    this.#limits = { ...DEFAULT_RPC_LIMITS, ...limits };
   }
 
   /** Connections open now. */
@@ -163,6 +168,17 @@ export class IrohRpcServer {
       [...this.#connections].map((c) => c.close(RpcCloseCode.Normal, "server shutting down")),
     );
     return { abandoned };
+  }
+
+  /**
+   * Serves again after {@link shutdown}, on the same endpoint. The agent
+   * parks a drained server rather than closing its endpoint, because the
+   * binding releases an endpoint's UDP port only when the endpoint object is
+   * garbage-collected: a closed endpoint's port cannot be bound again in the
+   * same process.
+   */
+  resume(): void {
+    this.#draining = false;
   }
 
   #adopt(connection: IrohConnection): void {
