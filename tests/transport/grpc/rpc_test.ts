@@ -1,0 +1,818 @@
+/**
+ * The gRPC RPC transport end to end: a real grpc-js server and client on
+ * 127.0.0.1, the real router and codec. The services are the declared Health
+ * and Vm services with test implementations whose behaviour (sleep, throw,
+ * stream) the request chooses, as in tests/transport/iroh/rpc_test.ts: the
+ * same implementations, the other adapter.
+ */
+
+import { assert, assertEquals, rejection } from "../../assert.ts";
+import { GrpcRpcServer } from "../../../src/transport/grpc/server.ts";
+import { GrpcChannel, GrpcRpcClient } from "../../../src/transport/grpc/client.ts";
+import { GrpcTransportError } from "../../../src/transport/grpc/errors.ts";
+import { RAFT_SEND_PATH } from "../../../src/transport/grpc/wire.ts";
+import { encodeRaftMessage, type RaftMessage, RaftMessageKind } from "../../../src/codec/raft.ts";
+import { RpcRouter } from "../../../src/rpc/router.ts";
+import { createClient } from "../../../src/rpc/client.ts";
+import { Code, isTransportFailure, RpcError } from "../../../src/rpc/errors.ts";
+import type { RpcLimits } from "../../../src/rpc/limits.ts";
+import { Health, type MethodInfo, type PeerInfo, Status, Vm } from "../../../src/rpc/services.ts";
+import type { ServiceImpl } from "../../../src/rpc/services.ts";
+import type { VmService } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import { VmEventKind } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import { RaftEnvelopeSchema } from "../../../src/rpc/gen/blixard/v1/raft_pb.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { healthService } from "../../../src/services/health.ts";
+import { eventually, within } from "./helpers.ts";
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+/** What the test handlers saw, so tests can check the server side. */
+class Observed {
+  aborted: string[] = [];
+  started = 0;
+  peers = new Set<string>();
+  /** Stream items the endless handler has produced. */
+  produced = 0;
+  /** Whether every request's bytes field arrived as a plain Uint8Array (not a Buffer). */
+  plainBytes = true;
+}
+
+function testHealth(seen: Observed): ServiceImpl<typeof Health.desc> {
+  const real = healthService({
+    nodeId: 7n,
+    agentVersion: "test",
+    startedAtMs: Date.now(),
+    readiness: () => ({ ready: true, detail: "" }),
+  });
+  return {
+    check: real.check,
+    async ping(req, ctx) {
+      seen.started++;
+      seen.peers.add(ctx.peer.id);
+      seen.plainBytes &&= Object.getPrototypeOf(req.payload) === Uint8Array.prototype;
+      const cmd = untext.decode(req.payload);
+      if (cmd.startsWith("sleep:")) {
+        const ms = Number(cmd.slice(6));
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(resolve, ms);
+          ctx.signal.addEventListener("abort", () => {
+            clearTimeout(t);
+            seen.aborted.push(`ping:${(ctx.signal.reason as RpcError).code}`);
+            reject(ctx.signal.reason);
+          }, { once: true });
+        });
+      }
+      if (cmd === "throw") throw new Error("boom: the handler failed");
+      if (cmd === "not-found") throw new RpcError(Code.NOT_FOUND, 'vm "web-1" does not exist');
+      return real.ping(req, ctx);
+    },
+  };
+}
+
+function testVm(seen: Observed): ServiceImpl<typeof VmService> {
+  const no = () => {
+    throw new RpcError(Code.UNIMPLEMENTED, "not in this test");
+  };
+  return {
+    create: no,
+    start: no,
+    stop: no,
+    delete: no,
+    get: no,
+    list: no,
+    async *watchEvents(req, ctx) {
+      if (req.name === "endless" || req.name === "bulky") {
+        // "bulky": 16 KiB events as fast as the transport takes them.
+        const image = req.name === "bulky" ? "x".repeat(16 << 10) : "";
+        try {
+          for (let i = 0n;; i++) {
+            seen.produced++;
+            yield { kind: VmEventKind.STATUS_CHANGED, index: i, vm: { spec: { image } } };
+            if (!image) await new Promise((r) => setTimeout(r, 5));
+          }
+        } finally {
+          if (ctx.signal.aborted) {
+            seen.aborted.push(`watch:${(ctx.signal.reason as RpcError).code}`);
+          }
+        }
+      }
+      const count = Number(req.name.replace("count:", ""));
+      for (let i = 0; i < count; i++) yield { kind: VmEventKind.CREATED, index: BigInt(i) };
+    },
+  };
+}
+
+interface Harness extends AsyncDisposable {
+  channel: GrpcChannel;
+  rpc: GrpcRpcServer;
+  port: number;
+  seen: Observed;
+  health: ReturnType<typeof createClient<typeof Health>>;
+  vm: ReturnType<typeof createClient<typeof Vm>>;
+}
+
+async function harness(
+  limits: Partial<RpcLimits> = {},
+  onRaftMessage?: (message: RaftMessage, from: PeerInfo) => void,
+): Promise<Harness> {
+  const seen = new Observed();
+  const router = new RpcRouter().register(Health, testHealth(seen)).register(Vm, testVm(seen));
+  const rpc = new GrpcRpcServer({
+    router,
+    bind: "127.0.0.1:0",
+    allowInsecure: false,
+    limits,
+    ...(onRaftMessage ? { onRaftMessage } : {}),
+  });
+  const { port } = await rpc.start();
+  const channel = new GrpcChannel({ target: `127.0.0.1:${port}`, limits });
+  return {
+    channel,
+    rpc,
+    port,
+    seen,
+    health: createClient(Health, channel),
+    vm: createClient(Vm, channel),
+    async [Symbol.asyncDispose]() {
+      channel.close();
+      await rpc.shutdown(100);
+    },
+  };
+}
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+function codeOf(e: unknown): number {
+  return e instanceof RpcError ? e.code : -1;
+}
+
+Deno.test({
+  ...opts,
+  name: "a unary call over gRPC is answered, and the node answers Check",
+  async fn() {
+    await using h = await harness();
+    assert(h.port > 0, `port ${h.port}`);
+    const res = await h.health.ping({ payload: text.encode("hello"), clientSendTimeNs: 2n ** 60n });
+    assertEquals(res.payload, text.encode("hello"));
+    assertEquals(res.clientSendTimeNs, 2n ** 60n);
+    // Bytes are plain Uint8Arrays on both sides, never grpc-js's Buffers.
+    assert(h.seen.plainBytes, "the handler got a Buffer");
+    assertEquals(res.nodeId, 7n);
+    const check = await h.health.check({});
+    assertEquals(check.status, 1);
+    assertEquals(check.agentVersion, "test");
+    // PeerInfo names the caller's connection as grpc-js sees it.
+    const [peer] = [...h.seen.peers];
+    assert(/^127\.0\.0\.1:\d+$/.test(peer!), String(peer));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "1,000 concurrent calls from one client are all answered correctly, over one connection",
+  async fn() {
+    await using h = await harness();
+    const results = await within(
+      Promise.all(
+        Array.from(
+          { length: 1000 },
+          (_, i) => h.health.ping({ payload: text.encode(`call ${i}`) }),
+        ),
+      ),
+      20_000,
+      "1,000 concurrent pings",
+    );
+    results.forEach((r, i) => assertEquals(untext.decode(r.payload), `call ${i}`));
+    assertEquals(h.seen.peers.size, 1, [...h.seen.peers].join(", "));
+    assertEquals(h.rpc.stats.callsStarted, 1000);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a server stream over gRPC delivers every item in order, then ends",
+  async fn() {
+    await using h = await harness();
+    const kinds: bigint[] = [];
+    for await (const event of h.vm.watchEvents({ name: "count:200" })) kinds.push(event.index);
+    assertEquals(kinds, Array.from({ length: 200 }, (_, i) => BigInt(i)));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a slow reader of a stream holds the handler back instead of filling the server's memory",
+  async fn() {
+    await using h = await harness();
+    const events = h.vm.watchEvents({ name: "bulky" })[Symbol.asyncIterator]();
+    for (let i = 0; i < 5; i++) await events.next();
+    // Unread, the handler could make thousands of 16 KiB events in this time.
+    await new Promise((r) => setTimeout(r, 500));
+    const held = h.seen.produced;
+    await new Promise((r) => setTimeout(r, 300));
+    assertEquals(h.seen.produced, held, "the handler kept producing while nobody read");
+    assert(held < 128, `${held} events (${held * 16} KiB) produced ahead of the reader`);
+    // Reading again lets it go on.
+    for (let i = 0; i < 50; i++) await events.next();
+    assert(h.seen.produced > held);
+    await events.return?.();
+    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a call past its deadline fails with DEADLINE_EXCEEDED and the server aborts its handler's signal",
+  async fn() {
+    await using h = await harness();
+    const started = performance.now();
+    const e = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("sleep:5000") }, { deadlineMs: 150 }),
+    );
+    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
+    assert(e.message.includes("health.Ping"), e.message);
+    assert(performance.now() - started < 2000, "the client waited far past its deadline");
+    await eventually("the handler was aborted", () => h.seen.aborted.length === 1);
+    // The server's deadline or the client's cancel at its deadline, whichever came first.
+    assert(["ping:4", "ping:1"].includes(h.seen.aborted[0]!), String(h.seen.aborted));
+    await eventually("no call is in flight on the server", () => h.rpc.inflightCount === 0);
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("after") })).payload),
+      "after",
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "the server cuts a caller's deadline to max_deadline_ms",
+  async fn() {
+    await using h = await harness({ maxDeadlineMs: 200 });
+    const server = h.rpc;
+    // A client that allows long deadlines, against a server that does not.
+    const channel = new GrpcChannel({ target: `127.0.0.1:${h.port}` });
+    try {
+      const e = await rejection(
+        RpcError,
+        () =>
+          createClient(Health, channel).ping({ payload: text.encode("sleep:5000") }, {
+            deadlineMs: 10_000,
+          }),
+      );
+      assertEquals(e.code, Code.DEADLINE_EXCEEDED);
+      assertEquals(e.message, "health.Ping: deadline of 200 ms passed on the server");
+      assertEquals(h.seen.aborted, ["ping:4"]);
+      await eventually("no call is in flight", () => server.inflightCount === 0);
+    } finally {
+      channel.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a server stream the client stops reading is cancelled on the server",
+  async fn() {
+    await using h = await harness();
+    let n = 0;
+    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
+      if (++n === 3) break;
+    }
+    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
+    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "an aborted signal cancels a unary call on both sides",
+  async fn() {
+    await using h = await harness();
+    const ac = new AbortController();
+    const call = h.health.ping({ payload: text.encode("sleep:5000") }, { signal: ac.signal });
+    await eventually("the handler started", () => h.seen.started === 1);
+    ac.abort();
+    const e = await rejection(RpcError, () => call);
+    assertEquals(e.code, Code.CANCELLED);
+    assertEquals(e.message, "health.Ping: cancelled by the caller");
+    await eventually("the handler saw the cancel", () => h.seen.aborted.includes("ping:1"));
+    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "an aborted signal cancels a server stream on both sides",
+  async fn() {
+    await using h = await harness();
+    const ac = new AbortController();
+    let n = 0;
+    const e = await rejection(RpcError, async () => {
+      for await (const _ of h.vm.watchEvents({ name: "endless" }, { signal: ac.signal })) {
+        if (++n === 2) ac.abort();
+      }
+    });
+    assertEquals(e.code, Code.CANCELLED);
+    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a throwing handler becomes INTERNAL, an RpcError keeps its code and message, and later calls work",
+  async fn() {
+    await using h = await harness();
+    let e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("throw") }));
+    assertEquals(e.code, Code.INTERNAL);
+    assertEquals(e.message, "boom: the handler failed");
+    assert(!isTransportFailure(e));
+    e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("not-found") }));
+    assertEquals(e.code, Code.NOT_FOUND);
+    assertEquals(e.message, 'vm "web-1" does not exist');
+    assert(!isTransportFailure(e));
+    e = await rejection(RpcError, () => h.vm.list({}));
+    assertEquals(e.code, Code.UNIMPLEMENTED);
+    assertEquals(e.message, "not in this test");
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("ok") })).payload),
+      "ok",
+    );
+    assertEquals(h.rpc.stats.callsFailed, 3);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a method of a service the node does not serve is UNIMPLEMENTED, and later calls work",
+  async fn() {
+    await using h = await harness();
+    const status = createClient(Status, h.channel);
+    const e = await rejection(RpcError, () => status.getClusterStatus({}));
+    assertEquals(e.code, Code.UNIMPLEMENTED);
+    assert(e.message.includes("/blixard.v1.StatusService/GetClusterStatus"), e.message);
+    assert(!isTransportFailure(e));
+    assertEquals((await h.health.check({})).agentVersion, "test");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "calls over the limit of in-flight requests are refused with RESOURCE_EXHAUSTED",
+  async fn() {
+    await using h = await harness({ maxInflightRequests: 4 });
+    const calls = Array.from(
+      { length: 10 },
+      () =>
+        h.health.ping({ payload: text.encode("sleep:300") }).then(
+          () => "ok",
+          (e: RpcError) => codeOf(e),
+        ),
+    );
+    const outcomes = await Promise.all(calls);
+    assertEquals(outcomes.filter((o) => o === "ok").length, 4);
+    assertEquals(outcomes.filter((o) => o === Code.RESOURCE_EXHAUSTED).length, 6);
+    assertEquals(h.rpc.stats.callsRefused, 6);
+    // The limit is per connection: another channel (its own connection) has its own four.
+    const other = new GrpcChannel({ target: `127.0.0.1:${h.port}` });
+    try {
+      const busy = Array.from(
+        { length: 4 },
+        () => h.health.ping({ payload: text.encode("sleep:300") }),
+      );
+      await eventually("four calls run", () => h.rpc.inflightCount === 4);
+      const e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("x") }));
+      assertEquals(e.code, Code.RESOURCE_EXHAUSTED);
+      assert(e.message.includes("max_inflight_requests 4"), e.message);
+      const res = await createClient(Health, other).ping({ payload: text.encode("other") });
+      assertEquals(untext.decode(res.payload), "other");
+      await Promise.all(busy);
+    } finally {
+      other.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a message over max_frame_bytes is refused with RESOURCE_EXHAUSTED, on either side",
+  async fn() {
+    await using h = await harness({ maxFrameBytes: 1024 });
+    // The client refuses to send it...
+    let e = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: new Uint8Array(2000) }),
+    );
+    assertEquals(e.code, Code.RESOURCE_EXHAUSTED);
+    // ...and a client with a higher limit is refused by the server.
+    const big = new GrpcChannel({
+      target: `127.0.0.1:${h.port}`,
+      limits: { maxFrameBytes: 1 << 20 },
+    });
+    try {
+      e = await rejection(
+        RpcError,
+        () => createClient(Health, big).ping({ payload: new Uint8Array(2000) }),
+      );
+      assertEquals(e.code, Code.RESOURCE_EXHAUSTED);
+      assert(e.message.includes("larger than max"), e.message);
+      assertEquals(h.seen.started, 0);
+      assertEquals((await h.health.ping({ payload: new Uint8Array(500) })).payload.length, 500);
+    } finally {
+      big.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "shutdown lets a call in flight finish, and refuses new ones with UNAVAILABLE",
+  async fn() {
+    await using h = await harness();
+    const slow = h.health.ping({ payload: text.encode("sleep:300") });
+    await eventually("the slow call started", () => h.seen.started === 1);
+    const stopping = h.rpc.shutdown(3000);
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("late") }),
+    );
+    assertEquals(refused.code, Code.UNAVAILABLE);
+    assert(isTransportFailure(refused));
+    assertEquals(untext.decode((await slow).payload), "sleep:300");
+    assertEquals((await stopping).abandoned, 0);
+    assertEquals(h.seen.started, 1);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "shutdown abandons a call that outlives its timeout, and says how many",
+  async fn() {
+    await using h = await harness();
+    const slow = h.health.ping({ payload: text.encode("sleep:10000") }).catch((e) => e);
+    await eventually("the slow call started", () => h.seen.started === 1);
+    const started = performance.now();
+    assertEquals((await h.rpc.shutdown(200)).abandoned, 1);
+    assert(performance.now() - started < 2000);
+    assertEquals(h.seen.aborted, ["ping:14"]);
+    const e = await slow;
+    assert(e instanceof RpcError && isTransportFailure(e), String(e));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a call to a node that is not listening fails at once with UNAVAILABLE, a transport failure",
+  async fn() {
+    // A port that was free a moment ago.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
+    try {
+      const started = performance.now();
+      const e = await rejection(
+        RpcError,
+        () => createClient(Health, channel).check({}, { deadlineMs: 5000 }),
+      );
+      assertEquals(e.code, Code.UNAVAILABLE);
+      assert(isTransportFailure(e));
+      assert(e.message.startsWith(`health.Check: 127.0.0.1:${port}: `), e.message);
+      assert(performance.now() - started < 3000, "waited for the deadline instead of failing");
+    } finally {
+      channel.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a peer restarted on the same port is called again by the same channel within a moment",
+  async fn() {
+    const router = () => new RpcRouter().register(Health, testHealth(new Observed()));
+    let server = new GrpcRpcServer({ router: router(), bind: "127.0.0.1:0" });
+    const { port } = await server.start();
+    const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
+    const health = createClient(Health, channel);
+    try {
+      assertEquals((await health.check({})).agentVersion, "test");
+      await server.shutdown(100);
+      const down = await rejection(RpcError, () => health.check({}, { deadlineMs: 2000 }));
+      assert(isTransportFailure(down), String(down));
+      server = new GrpcRpcServer({ router: router(), bind: `127.0.0.1:${port}` });
+      await server.start();
+      const restarted = performance.now();
+      let answered = false;
+      await eventually("the channel reconnected by itself", () => {
+        health.check({}, { deadlineMs: 200 }).then(() => answered = true, () => {});
+        return answered;
+      }, 5_000);
+      assert(performance.now() - restarted < 3_000, "reconnect took longer than its backoff");
+    } finally {
+      channel.close();
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a client lives through 40 restarts of its server (no GOAWAY reaches Deno's http2 client, denoland/deno#36788)",
+  async fn() {
+    const router = new RpcRouter().register(Health, testHealth(new Observed()));
+    let server = new GrpcRpcServer({ router, bind: "127.0.0.1:0" });
+    const { port } = await server.start();
+    const channel = new GrpcChannel({
+      target: `127.0.0.1:${port}`,
+      backoff: { initialMs: 10, maxMs: 50 },
+    });
+    const health = createClient(Health, channel);
+    try {
+      for (let i = 0; i < 40; i++) {
+        // Some calls just before the shutdown: recently closed streams are what the crash needs.
+        await Promise.all(Array.from({ length: 5 }, () => health.check({})));
+        await server.shutdown(1000);
+        server = new GrpcRpcServer({ router, bind: `127.0.0.1:${port}` });
+        await server.start();
+        const until = Date.now() + 3000;
+        for (;;) {
+          try {
+            await health.check({}, { deadlineMs: 500 });
+            break;
+          } catch (e) {
+            assert(isTransportFailure(e), `restart ${i}: ${e}`);
+            assert(Date.now() < until, `restart ${i}: no answer 3 s after the restart`);
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        }
+      }
+    } finally {
+      channel.close();
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a call that sets waitForReady waits, within its deadline, for a peer that is starting",
+  async fn() {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
+    const health = createClient(Health, channel);
+    const server = new GrpcRpcServer({
+      router: new RpcRouter().register(Health, testHealth(new Observed())),
+      bind: `127.0.0.1:${port}`,
+    });
+    try {
+      const e = await rejection(RpcError, () => health.check({}, { deadlineMs: 3000 }));
+      assert(isTransportFailure(e), String(e));
+      const waiting = health.check({}, { deadlineMs: 5000, waitForReady: true });
+      await new Promise((r) => setTimeout(r, 300));
+      await server.start();
+      assertEquals((await waiting).agentVersion, "test");
+    } finally {
+      channel.close();
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a closed channel fails its calls in flight and later ones with UNAVAILABLE",
+  async fn() {
+    await using h = await harness();
+    const channel = new GrpcChannel({ target: `127.0.0.1:${h.port}` });
+    const call = createClient(Health, channel).ping({ payload: text.encode("sleep:5000") });
+    await eventually("the call started", () => h.seen.started === 1);
+    channel.close();
+    const e = await rejection(RpcError, () => call);
+    assertEquals(e.code, Code.UNAVAILABLE);
+    assert(e.message.includes("client closed"), e.message);
+    const later = await rejection(RpcError, () => createClient(Health, channel).check({}));
+    assertEquals(later.code, Code.UNAVAILABLE);
+    await eventually("the server saw the cancel", () => h.seen.aborted.includes("ping:1"));
+  },
+});
+
+function heartbeat(commit: number): RaftMessage {
+  return { kind: RaftMessageKind.Heartbeat, from: 1, to: 2, term: 3, commit, readContext: 0 };
+}
+
+Deno.test({
+  ...opts,
+  name: "Raft messages over gRPC arrive decoded, in order, and batched under load",
+  async fn() {
+    const got: RaftMessage[] = [];
+    const from = new Set<string>();
+    await using h = await harness({}, (m, peer) => {
+      got.push(m);
+      from.add(`${peer.transport} ${peer.id}`);
+    });
+    // One at a time, waiting for each...
+    for (let i = 1; i <= 50; i++) await h.channel.sendRaft(heartbeat(i));
+    assertEquals(h.rpc.stats.raftEnvelopes, 50);
+    // ...then 500 at once: they share Send calls.
+    await Promise.all(Array.from({ length: 500 }, (_, i) => h.channel.sendRaft(heartbeat(51 + i))));
+    assertEquals(
+      got.map((m) => m.kind === RaftMessageKind.Heartbeat ? m.commit : -1),
+      Array.from({ length: 550 }, (_, i) => i + 1),
+    );
+    assert(h.rpc.stats.raftEnvelopes < 100, `${h.rpc.stats.raftEnvelopes} Send calls`);
+    assertEquals(h.rpc.stats.raftMessages, 550);
+    assertEquals(h.rpc.stats.callsStarted, 0);
+    assertEquals(from.size, 1);
+    assert([...from][0]!.startsWith("grpc 127.0.0.1:"), String([...from][0]));
+    // A whole AppendEntries with entries survives the trip unchanged.
+    const append: RaftMessage = {
+      kind: RaftMessageKind.AppendEntriesRequest,
+      from: 1,
+      to: 2,
+      term: 9,
+      prevLogIndex: 99,
+      prevLogTerm: 8,
+      leaderCommit: 98,
+      entries: [
+        { index: 100, term: 9, kind: 0, data: text.encode("set x=1") },
+        { index: 101, term: 9, kind: 1, data: new Uint8Array([1, 2, 3]) },
+      ],
+    };
+    await h.channel.sendRaft(append);
+    assertEquals(encodeRaftMessage(got.at(-1)!), encodeRaftMessage(append));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a vote sent after a 4 MiB snapshot chunk over gRPC is not held behind it",
+  async fn() {
+    const got: string[] = [];
+    await using h = await harness(
+      {},
+      (m) => got.push(m.kind === RaftMessageKind.VoteRequest ? "vote" : "snapshot"),
+    );
+    await h.channel.sendRaft({ kind: RaftMessageKind.TimeoutNow, from: 1, to: 2, term: 1 });
+    got.length = 0;
+    const data = new Uint8Array(4 << 20).map((_, i) => i & 0xff);
+    const snapshot = h.channel.sendRaft({
+      kind: RaftMessageKind.InstallSnapshot,
+      from: 1,
+      to: 2,
+      term: 1,
+      snapshotIndex: 1000,
+      snapshotTerm: 1,
+      offset: 0,
+      done: true,
+      data,
+    });
+    const vote = h.channel.sendRaft({
+      kind: RaftMessageKind.VoteRequest,
+      from: 1,
+      to: 2,
+      term: 2,
+      lastLogIndex: 1000,
+      lastLogTerm: 1,
+      transfer: false,
+    });
+    await Promise.all([snapshot, vote]);
+    assertEquals(got, ["vote", "snapshot"]);
+  },
+});
+
+/** The Raft method, for sending bytes no GrpcChannel would. */
+const RAFT_SEND = { path: RAFT_SEND_PATH, label: "raft.Send" } as MethodInfo;
+
+Deno.test({
+  ...opts,
+  name: "a malformed Raft envelope is refused with INVALID_ARGUMENT and nothing of it is delivered",
+  async fn() {
+    const got: RaftMessage[] = [];
+    await using h = await harness({}, (m) => got.push(m));
+    const good = encodeRaftMessage(heartbeat(1));
+    const envelope = toBinary(
+      RaftEnvelopeSchema,
+      create(RaftEnvelopeSchema, { messages: [good, new Uint8Array([0xee, 1, 2])] }),
+    );
+    let e = await rejection(RpcError, () => h.channel.unary(RAFT_SEND, envelope));
+    assertEquals(e.code, Code.INVALID_ARGUMENT);
+    assert(e.message.includes("message 1 (3 bytes)"), e.message);
+    e = await rejection(RpcError, () => h.channel.unary(RAFT_SEND, new Uint8Array([0xff, 0xff])));
+    assertEquals(e.code, Code.INVALID_ARGUMENT);
+    assertEquals(got, []);
+    assertEquals(h.rpc.stats.protocolErrors, 2);
+    await h.channel.sendRaft(heartbeat(2));
+    assertEquals(got.length, 1);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a node without a Raft module acknowledges nothing, and the sender hears it was dropped",
+  async fn() {
+    await using h = await harness();
+    const e = await rejection(RpcError, () => h.channel.sendRaft(heartbeat(1)));
+    assertEquals(e.code, Code.RESOURCE_EXHAUSTED);
+    assert(e.message.includes("dropped"), e.message);
+    assert(!isTransportFailure(e));
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a plaintext listener on a non-loopback address is refused unless allow_insecure says so",
+  async fn() {
+    const router = new RpcRouter().register(Health, testHealth(new Observed()));
+    const refused = new GrpcRpcServer({ router, bind: "0.0.0.0:0", allowInsecure: false });
+    const e = await rejection(GrpcTransportError, () => refused.start());
+    assertEquals(e.code, "INSECURE");
+    for (
+      const part of [
+        "0.0.0.0:0",
+        "grpc.tls.cert_file",
+        "grpc.tls.key_file",
+        "allow_insecure = true",
+      ]
+    ) {
+      assert(e.message.includes(part), `"${part}" missing from: ${e.message}`);
+    }
+    const server = new GrpcRpcServer({ router, bind: "0.0.0.0:0", allowInsecure: true });
+    const { port } = await server.start();
+    const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
+    try {
+      assertEquals((await createClient(Health, channel).check({})).agentVersion, "test");
+    } finally {
+      channel.close();
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a client will not call a non-loopback address in plaintext unless allow_insecure says so",
+  fn() {
+    let e: unknown = null;
+    try {
+      new GrpcChannel({ target: "10.1.2.3:7400" });
+    } catch (error) {
+      e = error;
+    }
+    assert(e instanceof GrpcTransportError && e.code === "INSECURE", String(e));
+    assert((e as Error).message.includes("allow_insecure = true"));
+    new GrpcChannel({ target: "10.1.2.3:7400", allowInsecure: true }).close();
+    new GrpcChannel({ target: "localhost:7400" }).close();
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a bad address or an unreadable TLS file is an error that names the key and the value",
+  async fn() {
+    const router = new RpcRouter().register(Health, testHealth(new Observed()));
+    let e = await rejection(
+      GrpcTransportError,
+      () => new GrpcRpcServer({ router, bind: "127.0.0.1", allowInsecure: false }).start(),
+    );
+    assertEquals(e.code, "INVALID_ARGUMENT");
+    assert(e.message.includes('grpc.bind = "127.0.0.1"'), e.message);
+    e = await rejection(
+      GrpcTransportError,
+      () =>
+        new GrpcRpcServer({
+          router,
+          bind: "127.0.0.1:0",
+          allowInsecure: false,
+          tls: { certFile: "/nonexistent/cert.pem", keyFile: "/nonexistent/key.pem" },
+        }).start(),
+    );
+    assertEquals(e.code, "TLS_FILE");
+    assert(e.message.includes('grpc.tls.cert_file = "/nonexistent/cert.pem"'), e.message);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "channels to one address are shared by the callers of a GrpcRpcClient",
+  async fn() {
+    await using h = await harness();
+    const client = new GrpcRpcClient();
+    try {
+      const a = client.peer(`127.0.0.1:${h.port}`);
+      assert(a === client.peer(`127.0.0.1:${h.port}`));
+      assertEquals((await createClient(Health, a).check({})).nodeId, 7n);
+      assert(a.connected);
+    } finally {
+      client.close();
+    }
+  },
+});
