@@ -77,38 +77,45 @@ const TRANSPORT = { grpc: Transport.GRPC, iroh: Transport.IROH } as const;
 
 /**
  * Status from configuration alone, before Raft: this node (with the
- * transports it serves) and its configured peers (what they serve is not
- * known until they report it), no leader, term 0, role unspecified.
+ * transports it serves now) and its configured peers (what they serve is not
+ * known until they report it), no leader, term 0, role unspecified. Both are
+ * read on every call, so a reload shows at once.
  */
 export function staticStatusSource(
-  local: LocalNode,
-  peers: readonly ConfiguredPeer[],
+  local: () => LocalNode,
+  peers: () => readonly ConfiguredPeer[],
 ): StatusSource {
-  const self: MemberInit = {
-    nodeId: local.nodeId,
-    iroh: { endpointId: local.irohEndpointId, directAddresses: [...local.irohAddresses] },
-    grpcAddress: local.grpcAddress,
-    services: [...local.services].map(([name, s]) => ({
-      service: SERVICE_IDS[name],
-      transports: s.transports.map((t) => TRANSPORT[t]),
-      preferred: TRANSPORT[s.preferred],
-    })),
+  const self = (): MemberInit => {
+    const l = local();
+    return {
+      nodeId: l.nodeId,
+      iroh: l.irohEndpointId
+        ? { endpointId: l.irohEndpointId, directAddresses: [...l.irohAddresses] }
+        : undefined,
+      grpcAddress: l.grpcAddress,
+      services: [...l.services].map(([name, s]) => ({
+        service: SERVICE_IDS[name],
+        transports: s.transports.map((t) => TRANSPORT[t]),
+        preferred: TRANSPORT[s.preferred],
+      })),
+    };
   };
-  const others: MemberInit[] = peers.map((p) => ({
-    nodeId: p.nodeId,
-    iroh: p.endpointId
-      ? { endpointId: p.endpointId, directAddresses: [...p.addresses] }
-      : undefined,
-    grpcAddress: p.grpcAddress,
-    services: [],
-  }));
+  const others = (): MemberInit[] =>
+    peers().map((p) => ({
+      nodeId: p.nodeId,
+      iroh: p.endpointId
+        ? { endpointId: p.endpointId, directAddresses: [...p.addresses] }
+        : undefined,
+      grpcAddress: p.grpcAddress,
+      services: [],
+    }));
   return {
-    nodeId: local.nodeId,
-    members: () => [self, ...others],
+    nodeId: local().nodeId,
+    members: () => [self(), ...others()],
     leaderId: () => 0n,
     term: () => 0n,
     raftStatus: () => ({
-      nodeId: local.nodeId,
+      nodeId: local().nodeId,
       term: 0n,
       commitIndex: 0n,
       appliedIndex: 0n,
