@@ -9,7 +9,8 @@
 
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
-import { createClient } from "../rpc/client.ts";
+import { type CallTransport, createClient } from "../rpc/client.ts";
+import { GrpcChannel } from "../transport/grpc/client.ts";
 import { Code, codeName, RpcError } from "../rpc/errors.ts";
 import { ServiceId, Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
 import { ServingStatus } from "../rpc/gen/blixard/v1/health_pb.ts";
@@ -20,18 +21,24 @@ import { IrohRpcClient } from "../transport/iroh/rpc_client.ts";
 import { endpointIdOf, loadOrCreateSecretKey } from "../transport/iroh/secret_key.ts";
 import { CliError, ExitCode, formatDuration, operatorKeyPath, printJson, usage } from "./common.ts";
 
-export const CALL_HELP = `Usage: blixard health --ticket TICKET [options]
-       blixard status --ticket TICKET [options]
+export const CALL_HELP = `Usage: blixard health (--ticket TICKET | --addr HOST:PORT) [options]
+       blixard status (--ticket TICKET | --addr HOST:PORT) [options]
 
-Calls a running node over Iroh and prints its answer.
+Calls a running node, over Iroh (--ticket) or gRPC (--addr), and prints its
+answer.
 
   health   is the node serving? its version, uptime and the round trip
   status   the cluster's members, leader and term as the node sees them,
            and its Raft state
 
 Options:
-  --ticket T     the node's ticket ('blixard key show --addr ...' on the node,
-                 or the line the node prints when it starts)
+  --ticket T     call over Iroh: the node's ticket (the line the node prints
+                 when it starts, or 'blixard key show --addr ...' on the node)
+  --addr A       call over gRPC: the node's [grpc] bind address
+  --tls-ca F     gRPC: CA bundle the node's certificate must chain to (TLS)
+  --tls-cert F   gRPC: client certificate, for mutual TLS (with --tls-key)
+  --tls-key F    gRPC: its private key
+  --insecure     gRPC: plaintext to a non-loopback address
   --key PATH     this operator's key file (default ${operatorKeyPath()};
                  created on first use; its endpoint id must be listed in the
                  node's [cluster] operator_keys)
@@ -45,6 +52,11 @@ export async function callCommand(command: "health" | "status", args: string[]):
     args,
     options: {
       ticket: { type: "string" },
+      addr: { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      insecure: { type: "boolean" },
       key: { type: "string" },
       relay: { type: "string", default: "disabled" },
       timeout: { type: "string", default: "5000" },
@@ -56,7 +68,9 @@ export async function callCommand(command: "health" | "status", args: string[]):
     console.log(CALL_HELP);
     return ExitCode.Ok;
   }
-  if (!values.ticket) throw usage(command, `${command}: --ticket is required`);
+  if (!values.ticket === !values.addr) {
+    throw usage(command, `${command}: give exactly one of --ticket (Iroh) or --addr (gRPC)`);
+  }
   const timeoutMs = Number(values.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
     throw usage(command, `--timeout ${values.timeout}: expected a positive number of milliseconds`);
@@ -65,25 +79,11 @@ export async function callCommand(command: "health" | "status", args: string[]):
     throw usage(command, `--relay ${values.relay}: expected "default" or "disabled"`);
   }
 
-  const keyFile = values.key ?? operatorKeyPath();
-  await Deno.mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
-  const { secretKey, created } = await loadOrCreateSecretKey(keyFile);
-  if (created) {
-    console.error(
-      `created operator key ${keyFile}; add its endpoint id to the node's [cluster] operator_keys:\n  ${
-        endpointIdOf(secretKey)
-      }`,
-    );
-  }
-  const endpoint = await createEndpoint({
-    secretKey,
-    bindAddr: "0.0.0.0:0",
-    relayMode: values.relay as RelayModeOption,
-    alpns: [],
-  });
-  const client = new IrohRpcClient({ endpoint, connectTimeoutMs: timeoutMs });
+  const target = values.ticket
+    ? await irohTarget(values.ticket, values.key, values.relay as RelayModeOption, timeoutMs)
+    : grpcTarget(values.addr!, values);
+  const channel = target.channel;
   try {
-    const channel = client.peer(values.ticket);
     const options = { deadlineMs: timeoutMs };
     if (command === "health") {
       const started = performance.now();
@@ -93,7 +93,7 @@ export async function callCommand(command: "health" | "status", args: string[]):
         printJson({ ...res, status: ServingStatus[res.status], round_trip_ms: round(rttMs) });
       } else {
         const state = ServingStatus[res.status] ?? `status ${res.status}`;
-        console.log(`node ${res.nodeId} (endpoint ${short(channel.peerId)}): ${state}`);
+        console.log(`node ${res.nodeId} (${target.label}): ${state}`);
         console.log(
           `  agent ${res.agentVersion}, up ${formatDuration(Number(res.uptimeMs))}, round trip ${
             round(rttMs)
@@ -137,16 +137,80 @@ export async function callCommand(command: "health" | "status", args: string[]):
     return ExitCode.Ok;
   } catch (e) {
     if (e instanceof RpcError) {
-      const hint = e.code === Code.PERMISSION_DENIED
-        ? `\n  add this operator's endpoint id to the node's [cluster] operator_keys: ${endpoint.id}`
+      const hint = e.code === Code.PERMISSION_DENIED && target.operatorId
+        ? `\n  add this operator's endpoint id to the node's [cluster] operator_keys: ${target.operatorId}`
         : "";
       throw new CliError(`${command}: ${codeName(e.code)}: ${e.message}${hint}`);
     }
     throw e;
   } finally {
-    client.close();
-    await endpoint.close();
+    await target.close();
   }
+}
+
+interface Target {
+  readonly channel: CallTransport;
+  /** How the node is named in the output: `endpoint 3f2a…` or `grpc 10.0.0.2:7400`. */
+  readonly label: string;
+  /** The operator's Iroh endpoint id, for the PERMISSION_DENIED hint. */
+  readonly operatorId?: string;
+  close(): Promise<void>;
+}
+
+async function irohTarget(
+  ticket: string,
+  keyOption: string | undefined,
+  relayMode: RelayModeOption,
+  timeoutMs: number,
+): Promise<Target> {
+  const keyFile = keyOption ?? operatorKeyPath();
+  await Deno.mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
+  const { secretKey, created } = await loadOrCreateSecretKey(keyFile);
+  if (created) {
+    console.error(
+      `created operator key ${keyFile}; add its endpoint id to the node's [cluster] operator_keys:\n  ${
+        endpointIdOf(secretKey)
+      }`,
+    );
+  }
+  const endpoint = await createEndpoint({ secretKey, bindAddr: "0.0.0.0:0", relayMode, alpns: [] });
+  const client = new IrohRpcClient({ endpoint, connectTimeoutMs: timeoutMs });
+  const channel = client.peer(ticket);
+  return {
+    channel,
+    label: `endpoint ${short(channel.peerId)}`,
+    operatorId: endpoint.id,
+    async close() {
+      client.close();
+      await endpoint.close();
+    },
+  };
+}
+
+function grpcTarget(
+  addr: string,
+  values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string; insecure?: boolean },
+): Target {
+  const ca = values["tls-ca"];
+  const cert = values["tls-cert"];
+  const key = values["tls-key"];
+  if (!cert !== !key) throw usage("health", "--tls-cert and --tls-key come together");
+  const tls = ca || cert
+    ? { ...(ca ? { caFile: ca } : {}), ...(cert && key ? { certFile: cert, keyFile: key } : {}) }
+    : undefined;
+  const channel = new GrpcChannel({
+    target: addr,
+    ...(tls ? { tls } : {}),
+    allowInsecure: values.insecure ?? false,
+  });
+  return {
+    channel,
+    label: `grpc ${addr}`,
+    close() {
+      channel.close();
+      return Promise.resolve();
+    },
+  };
 }
 
 function round(ms: number): number {

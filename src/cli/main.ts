@@ -17,7 +17,7 @@ import { CALL_HELP, callCommand } from "./call.ts";
 import { CliError, ExitCode, printJson } from "./common.ts";
 import { CONFIG_HELP, configCommand } from "./config.ts";
 import { KEY_HELP, keyCommand } from "./key.ts";
-import { NODE_HELP, nodeCommand } from "./node.ts";
+import { NODE_HELP, nodeCommand, RELOAD_HELP, reloadCommand } from "./node.ts";
 
 export { AGENT_VERSION };
 
@@ -27,6 +27,7 @@ Usage: blixard <command> [options]     (blixard <command> --help for more)
 
 Commands:
   node --config FILE         run the agent
+  reload --config FILE       make a running node re-read its config (SIGHUP)
   config check FILE          validate a configuration, print the effective one
   health --ticket T          is a node serving? (round trip, version, uptime)
   status --ticket T          members, leader, term and Raft state of a node
@@ -44,6 +45,7 @@ Not yet: vm, cluster join|leave, dev (local 3-node cluster), gRPC clients
 
 const COMMANDS: Record<string, { help: string; run: (args: string[]) => Promise<number> }> = {
   node: { help: NODE_HELP, run: nodeCommand },
+  reload: { help: RELOAD_HELP, run: reloadCommand },
   config: { help: CONFIG_HELP, run: configCommand },
   health: { help: CALL_HELP, run: (args) => callCommand("health", args) },
   status: { help: CALL_HELP, run: (args) => callCommand("status", args) },

@@ -25,8 +25,8 @@ interface RunningNode {
   stderr: () => string;
 }
 
-/** Starts `blixard node --config FILE` and waits for its ticket line. */
-async function startNode(config: string): Promise<RunningNode> {
+/** Starts `blixard node --config FILE` and waits until its output matches `ready`. */
+async function startNode(config: string, ready = /ticket: \S+\n/): Promise<RunningNode> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "src/cli/main.ts", "node", "--config", config],
     cwd: root,
@@ -41,7 +41,7 @@ async function startNode(config: string): Promise<RunningNode> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
   const deadline = Date.now() + 20_000;
-  while (!/ticket: \S+\n/.test(out)) {
+  while (!ready.test(out)) {
     if (Date.now() > deadline) throw new Error(`node did not start: ${out}\n${err}`);
     const { value, done } = await reader.read();
     if (done) throw new Error(`node exited before serving: ${out}\n${err}`);
@@ -50,8 +50,8 @@ async function startNode(config: string): Promise<RunningNode> {
   reader.cancel().catch(() => {});
   return {
     child,
-    ticket: /ticket: (\S+)/.exec(out)![1]!,
-    endpointId: /endpoint id: (\S+)/.exec(out)![1]!,
+    ticket: /ticket: (\S+)/.exec(out)?.[1] ?? "",
+    endpointId: /endpoint id: (\S+)/.exec(out)?.[1] ?? "",
     stderr: () => err,
   };
 }
@@ -203,3 +203,66 @@ Deno.test({
     assert(again.stderr.includes("refusing to replace it"), again.stderr);
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "an operator moves a running node from grpc to dual with 'blixard reload', and a bad file changes nothing",
+  async fn() {
+    const { dir, operatorId } = await setup();
+    const grpcPort = await freeTcpPort();
+    const config = `${dir}/flip.toml`;
+    const write = (mode: string, extra = "") =>
+      Deno.writeTextFile(
+        config,
+        `[node]\nid = 1\ndata_dir = "${dir}/data"\n[transport]\nmode = "${mode}"\n${extra}` +
+          `[grpc]\nbind = "127.0.0.1:${grpcPort}"\n[iroh]\nbind = "127.0.0.1:0"\nrelay = "disabled"\n` +
+          `[cluster]\noperator_keys = ["${operatorId}"]\n`,
+      );
+    const served = async () => {
+      const r = await blixard("status", "--addr", `127.0.0.1:${grpcPort}`, "--json");
+      assertEquals(r.code, 0, r.stderr);
+      const self = JSON.parse(r.stdout).cluster.members[0];
+      return self.services.map((s: { service: string; transports: string[] }) =>
+        `${s.service}:${s.transports}`
+      );
+    };
+    await write("grpc");
+    let node = await startNode(config, /serving \(mode grpc\)\n {2}grpc: \S+\n/);
+    try {
+      const h = await blixard("health", "--addr", `127.0.0.1:${grpcPort}`);
+      assertEquals(h.code, 0, h.stderr);
+      assert(h.stdout.includes(`node 1 (grpc 127.0.0.1:${grpcPort}): SERVING`), h.stdout);
+      assertEquals(await served(), ["1:1", "2:1", "3:1", "4:1", "5:1"]);
+
+      await write("dual", `[transport.migration]\nprefer_iroh = ["health", "status"]\n`);
+      const ok = await blixard("reload", "--config", config);
+      assertEquals(ok.code, 0, ok.stderr);
+      assert(ok.stdout.includes("iroh listener started"), ok.stdout);
+      assertEquals(await served(), ["1:1,2", "2:1,2", "3:1,2", "4:1,2", "5:1,2"]);
+
+      await Deno.writeTextFile(config, `[node]\nid = 1\n[transport]\nmode = "quic"\n`);
+      const bad = await blixard("reload", "--config", config);
+      assertEquals(bad.code, 1);
+      assert(bad.stderr.includes("transport.mode"), bad.stderr);
+      assertEquals(await served(), ["1:1,2", "2:1,2", "3:1,2", "4:1,2", "5:1,2"]);
+
+      // A restart with the file that was last applied gives the same state.
+      await write("dual", `[transport.migration]\nprefer_iroh = ["health", "status"]\n`);
+      node.child.kill("SIGTERM");
+      await node.child.status;
+      node = await startNode(config, /serving \(mode dual\)/);
+      assertEquals(await served(), ["1:1,2", "2:1,2", "3:1,2", "4:1,2", "5:1,2"]);
+    } finally {
+      node.child.kill("SIGTERM");
+      await node.child.status;
+    }
+  },
+});
+
+async function freeTcpPort(): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return await Promise.resolve(port);
+}
