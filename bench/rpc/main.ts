@@ -1,32 +1,41 @@
 /**
- * RPC benchmark: Health.Ping through the real RPC stack, next to the floor of
- * the transport underneath it, in one process and across two.
+ * RPC benchmark: Health.Ping through the real RPC stack over Iroh and over
+ * gRPC side by side, next to the floor of the Iroh transport underneath it,
+ * in one process and across two.
  *
  * Run: `deno run -A bench/rpc/main.ts [--quick] [--json FILE] [--quiet]` (full
- * ~40 s, `--quick` ~14 s; `--quiet` drops the progress lines on stderr). Prints one table (rows: metrics; columns: each
- * transport × placement, then each one's floor, then RPC ÷ floor) and the
+ * ~70 s, `--quick` ~25 s; `--quiet` drops the progress lines on stderr).
+ * Prints one table (rows: metrics; columns: each transport × placement, then
+ * each one's floor, then RPC ÷ floor, then Iroh ÷ gRPC per placement) and the
  * goals with met/missed; `--json FILE` also writes every figure and sample
  * summary. Always exits 0 when the measurements ran: this is a report, not a
  * gate (exit 1 only when the benchmark itself fails).
  *
  * Measured, on loopback (127.0.0.1) with relays disabled:
- * - unary Health.Ping, 32-byte payload, through `IrohRpcServer` +
- *   `IrohRpcClient` + `createClient`: p50/p99 latency of sequential calls
- *   after a warm-up, sequential calls/s, and calls/s with 64 callers sharing
- *   one channel;
+ * - unary Health.Ping, 32-byte payload, through `createClient` and either
+ *   `IrohRpcClient` + `IrohRpcServer` or `GrpcChannel` + `GrpcRpcServer`
+ *   (plaintext, `@grpc/grpc-js` on Deno's `node:http2`): p50/p99 latency of
+ *   sequential calls after a warm-up, sequential calls/s, and calls/s with 64
+ *   callers sharing one channel;
  * - bulk: Health.Ping with 1 MiB each way, MiB/s counting both directions;
  * - the floor: a bare bidirectional stream (no RPC, no framing) between two
  *   endpoints, echoing the same 1 MiB with arrays converted before timing,
  *   and a 38-byte message (p50/p99), so the RPC layer's own cost shows;
- * - endpoint creation (mean of 20 after the first), for the record.
+ * - endpoint creation (mean of 20 after the first), for the record;
+ * - Iroh ÷ gRPC: each metric of the Iroh column over the same metric of the
+ *   gRPC column in the same placement (p50 ratio = Iroh p50 ÷ gRPC p50, so
+ *   below 1 is Iroh faster for latencies, above 1 for rates).
  * "Two processes" runs the server in a child process:
- * `tests/fixtures/iroh_health_server.ts` for RPC,
- * `tests/fixtures/iroh_echo_floor_server.ts` for the floor.
+ * `tests/fixtures/iroh_health_server.ts` for Iroh RPC,
+ * `tests/fixtures/iroh_echo_floor_server.ts` for the Iroh floor,
+ * `tests/fixtures/grpc_health_server.ts` for gRPC. The columns are measured
+ * placement by placement (Iroh, then gRPC), so the two a ratio compares run
+ * back to back.
  *
- * Adding a transport (gRPC next): append {@link BenchTarget}s to
- * {@link targets} (one per placement), each with a `setup()` giving a
- * {@link PingSession} and, optionally, a `floor` giving a {@link FloorSession}.
- * The table gains the columns by itself.
+ * Adding a transport: append {@link BenchTarget}s to {@link targets} (one per
+ * placement), each with a `setup()` giving a {@link PingSession} and,
+ * optionally, a `floor` giving a {@link FloorSession}. The table gains the
+ * columns, and the Iroh ÷ it ratio columns, by itself.
  *
  * @module
  */
@@ -43,8 +52,10 @@ import {
 } from "../../src/transport/iroh/mod.ts";
 import { IrohRpcServer } from "../../src/transport/iroh/rpc_server.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
+import { GrpcRpcServer } from "../../src/transport/grpc/server.ts";
+import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { RpcRouter } from "../../src/rpc/router.ts";
-import { createClient } from "../../src/rpc/client.ts";
+import { type CallTransport, createClient } from "../../src/rpc/client.ts";
 import { Health } from "../../src/rpc/services.ts";
 import { healthService } from "../../src/services/health.ts";
 import { loopbackEndpoint, randomKey, within } from "../../tests/transport/iroh/helpers.ts";
@@ -117,10 +128,14 @@ const WRITE_SLICE_BYTES = 256 * 1024;
 const GOAL_P50_US = 300;
 const GOAL_CONCURRENT_CALLS_PER_S = 20_000;
 const GOAL_BULK_FRACTION = 0.7;
+/** Iroh p50 ÷ gRPC p50 on loopback, in each placement. */
+const GOAL_P50_VS_GRPC = 0.5;
 
 const HEALTH_SERVER = new URL("../../tests/fixtures/iroh_health_server.ts", import.meta.url)
   .pathname;
 const ECHO_FLOOR_SERVER = new URL("../../tests/fixtures/iroh_echo_floor_server.ts", import.meta.url)
+  .pathname;
+const GRPC_HEALTH_SERVER = new URL("../../tests/fixtures/grpc_health_server.ts", import.meta.url)
   .pathname;
 
 // ---------------------------------------------------------------------------
@@ -157,7 +172,14 @@ interface BenchTarget {
   readonly floor?: { readonly name: string; setup(): Promise<FloorSession> };
 }
 
-/** Every column measured. A second transport appends its targets here. */
+/** The transport every other one is compared with (Iroh ÷ other, per placement). */
+const BASELINE_TRANSPORT = "iroh";
+
+/**
+ * Every column, in the order measured and shown: placement by placement, so
+ * the columns a ratio compares are measured back to back. Another transport
+ * adds its targets here.
+ */
 function targets(): BenchTarget[] {
   return [
     {
@@ -168,17 +190,29 @@ function targets(): BenchTarget[] {
       floor: { name: "iroh floor, 1 proc", setup: irohFloorInProcess },
     },
     {
+      name: "grpc, 1 proc",
+      transport: "grpc",
+      placement: "one process",
+      setup: grpcRpcInProcess,
+    },
+    {
       name: "iroh, 2 procs",
       transport: "iroh",
       placement: "two processes",
       setup: irohRpcTwoProcesses,
       floor: { name: "iroh floor, 2 procs", setup: irohFloorTwoProcesses },
     },
+    {
+      name: "grpc, 2 procs",
+      transport: "grpc",
+      placement: "two processes",
+      setup: grpcRpcTwoProcesses,
+    },
   ];
 }
 
 // ---------------------------------------------------------------------------
-// Iroh: the RPC stack
+// The RPC stack, either transport
 
 function healthRouter(): RpcRouter {
   return new RpcRouter().register(
@@ -192,14 +226,9 @@ function healthRouter(): RpcRouter {
   );
 }
 
-/** A typed Health client over an Iroh channel to `ticket`, as a {@link PingSession}. */
-function irohPingSession(
-  clientEndpoint: IrohEndpoint,
-  ticket: string,
-  cleanup: () => Promise<void>,
-): PingSession {
-  const client = new IrohRpcClient({ endpoint: clientEndpoint });
-  const health = createClient(Health, client.peer(ticket));
+/** A typed Health client over `transport`, as a {@link PingSession}; `cleanup` closes it all. */
+function pingSession(transport: CallTransport, cleanup: () => Promise<void>): PingSession {
+  const health = createClient(Health, transport);
   return {
     async ping(payload, deadlineMs) {
       const response = await health.ping({
@@ -210,11 +239,24 @@ function irohPingSession(
         throw new Error(`ping: sent ${payload.length} bytes, got ${response.payload.length} back`);
       }
     },
-    async close() {
-      client.close();
-      await cleanup();
-    },
+    close: cleanup,
   };
+}
+
+// ---------------------------------------------------------------------------
+// Iroh: the RPC stack
+
+/** A typed Health client over an Iroh channel to `ticket`, as a {@link PingSession}. */
+function irohPingSession(
+  clientEndpoint: IrohEndpoint,
+  ticket: string,
+  cleanup: () => Promise<void>,
+): PingSession {
+  const client = new IrohRpcClient({ endpoint: clientEndpoint });
+  return pingSession(client.peer(ticket), async () => {
+    client.close();
+    await cleanup();
+  });
 }
 
 async function irohRpcInProcess(): Promise<PingSession> {
@@ -236,8 +278,8 @@ async function irohRpcInProcess(): Promise<PingSession> {
 async function irohRpcTwoProcesses(): Promise<PingSession> {
   const clientEndpoint = await loopbackEndpoint([]);
   try {
-    const spawned = await spawnServer(HEALTH_SERVER, clientEndpoint.id);
-    return irohPingSession(clientEndpoint, spawned.ticket, async () => {
+    const spawned = await spawnIrohServer(HEALTH_SERVER, clientEndpoint.id);
+    return irohPingSession(clientEndpoint, spawned.ready, async () => {
       await closeEndpoint(clientEndpoint);
       await stopChild(spawned.child);
     });
@@ -326,8 +368,12 @@ async function irohFloorTwoProcesses(): Promise<FloorSession> {
   const clientEndpoint = await loopbackEndpoint([]);
   let spawned: Spawned | null = null;
   try {
-    spawned = await spawnServer(ECHO_FLOOR_SERVER, clientEndpoint.id);
-    const conn = await clientEndpoint.connect(spawned.ticket);
+    spawned = await spawnIrohServer(ECHO_FLOOR_SERVER, clientEndpoint.id);
+    const conn = await within(
+      clientEndpoint.connect(spawned.ready),
+      WAIT_MS,
+      "connect to the floor server",
+    );
     const child = spawned.child;
     return await irohFloorSession(conn, async () => {
       await closeEndpoint(clientEndpoint);
@@ -347,28 +393,64 @@ async function closeEndpoint(endpoint: IrohEndpoint): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// gRPC: the RPC stack (plaintext on loopback, as GrpcRpcServer allows)
+
+/** A typed Health client over a {@link GrpcChannel} to `127.0.0.1:port`. */
+function grpcPingSession(port: number, cleanup: () => Promise<void>): PingSession {
+  const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
+  return pingSession(channel, async () => {
+    channel.close();
+    await cleanup();
+  });
+}
+
+async function grpcRpcInProcess(): Promise<PingSession> {
+  const server = new GrpcRpcServer({ router: healthRouter(), bind: "127.0.0.1:0" });
+  const { port } = await within(server.start(), WAIT_MS, "gRPC server start");
+  return grpcPingSession(port, async () => {
+    await within(server.shutdown(2_000), WAIT_MS, "gRPC server shutdown");
+  });
+}
+
+async function grpcRpcTwoProcesses(): Promise<PingSession> {
+  const spawned = await spawnServer(GRPC_HEALTH_SERVER, ["127.0.0.1:0"]);
+  const port = Number(spawned.ready);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    await stopChild(spawned.child);
+    throw new Error(`${GRPC_HEALTH_SERVER} said READY ${spawned.ready}: expected a port`);
+  }
+  return grpcPingSession(port, () => stopChild(spawned.child));
+}
+
+// ---------------------------------------------------------------------------
 // Child processes: every one is tracked and killed at the end, even on error
 
 const children = new Set<Deno.ChildProcess>();
 
 interface Spawned {
   readonly child: Deno.ChildProcess;
-  readonly ticket: string;
+  /** What the server printed after `READY`: an Iroh ticket, a gRPC port. */
+  readonly ready: string;
 }
 
-/** Starts a fixture server allowing only `allowedId`; waits for its `READY <ticket>`. */
-async function spawnServer(script: string, allowedId: string): Promise<Spawned> {
+/** Starts an Iroh fixture server allowing only `allowedId`; waits for its `READY <ticket>`. */
+function spawnIrohServer(script: string, allowedId: string): Promise<Spawned> {
   const keyHex = formatSecretKey(randomKey()).trim();
+  return spawnServer(script, [keyHex, "127.0.0.1:0", allowedId]);
+}
+
+/** Starts a fixture server with `args`; waits for its `READY <token>` line. */
+async function spawnServer(script: string, args: string[]): Promise<Spawned> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, keyHex, "127.0.0.1:0", allowedId],
+    args: ["run", "-A", script, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   children.add(child);
   try {
-    const ticket = await within(readReady(child.stdout), WAIT_MS, `READY from ${script}`);
-    return { child, ticket };
+    const ready = await within(readReady(child.stdout), WAIT_MS, `READY from ${script}`);
+    return { child, ready };
   } catch (e) {
     await stopChild(child);
     throw e;
@@ -477,6 +559,62 @@ interface TargetResult {
   } | null;
 }
 
+/** The baseline transport's column over another transport's, in one placement. */
+interface Comparison {
+  /** Column label, e.g. `"iroh ÷ grpc, 1 proc"`. */
+  name: string;
+  placement: Placement;
+  /** Target names: numerator, denominator. */
+  baseline: string;
+  other: string;
+  /** Baseline ÷ other, each metric: below 1 is the baseline faster for latencies, above 1 for rates. */
+  p50Ratio: number;
+  p99Ratio: number;
+  sequentialRatio: number;
+  concurrentRatio: number;
+  bulkRatio: number;
+  /** Baseline p50 − other p50, µs. */
+  p50DifferenceUs: number;
+  /**
+   * The baseline's floor p50 ÷ the other's RPC p50: the p50 ratio the
+   * baseline would reach if its RPC layer cost nothing. Null without a floor.
+   */
+  floorP50Ratio: number | null;
+}
+
+/** {@link BASELINE_TRANSPORT} against each other transport, placement by placement. */
+function comparisons(results: TargetResult[]): Comparison[] {
+  const out: Comparison[] = [];
+  for (const base of results.filter((r) => r.transport === BASELINE_TRANSPORT)) {
+    for (
+      const other of results.filter((r) =>
+        r.transport !== BASELINE_TRANSPORT && r.placement === base.placement
+      )
+    ) {
+      const a = base.rpc;
+      const b = other.rpc;
+      out.push({
+        name: `${base.transport} ÷ ${other.transport}, ${placementShort(base.placement)}`,
+        placement: base.placement,
+        baseline: base.name,
+        other: other.name,
+        p50Ratio: round(a.latencyUs.p50 / b.latencyUs.p50, 3),
+        p99Ratio: round(a.latencyUs.p99 / b.latencyUs.p99, 3),
+        sequentialRatio: round(a.sequentialCallsPerS / b.sequentialCallsPerS, 3),
+        concurrentRatio: round(a.concurrentCallsPerS / b.concurrentCallsPerS, 3),
+        bulkRatio: round(a.bulkMiBps / b.bulkMiBps, 3),
+        p50DifferenceUs: round(a.latencyUs.p50 - b.latencyUs.p50, 1),
+        floorP50Ratio: base.floor ? round(base.floor.latencyUs.p50 / b.latencyUs.p50, 3) : null,
+      });
+    }
+  }
+  return out;
+}
+
+function placementShort(placement: Placement): string {
+  return placement === "one process" ? "1 proc" : "2 procs";
+}
+
 function patternBytes(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   let x = seed >>> 0 || 1;
@@ -534,10 +672,12 @@ async function bulkRate(echo: () => Promise<void>): Promise<number> {
 
 async function measureTarget(target: BenchTarget, cfg: Config): Promise<TargetResult> {
   log(`${target.name}: setting up`);
-  const rpc = await target.setup();
+  const rpc = await within(target.setup(), WAIT_MS, `${target.name}: setup`);
   let floor: FloorSession | null = null;
   try {
-    if (target.floor) floor = await target.floor.setup();
+    if (target.floor) {
+      floor = await within(target.floor.setup(), WAIT_MS, `${target.floor.name}: setup`);
+    }
 
     const small = patternBytes(PING_BYTES, 1);
     const bulk = patternBytes(BULK_BYTES, 2);
@@ -667,11 +807,14 @@ interface Goal {
   goal: string;
   measured: string;
   met: boolean;
+  /** What limits the figure, when the goal is missed and the run can tell. */
+  limit?: string;
 }
 
-function goals(results: TargetResult[]): Goal[] {
+function goals(results: TargetResult[], compared: Comparison[]): Goal[] {
   const out: Goal[] = [];
-  for (const r of results.filter((r) => r.placement === "one process")) {
+  const iroh = results.filter((r) => r.transport === BASELINE_TRANSPORT);
+  for (const r of iroh.filter((r) => r.placement === "one process")) {
     out.push({
       goal: `${r.name}: Ping p50 < ${GOAL_P50_US} µs`,
       measured: `${fmtInt(r.rpc.latencyUs.p50)} µs`,
@@ -685,7 +828,7 @@ function goals(results: TargetResult[]): Goal[] {
       met: r.rpc.concurrentCallsPerS >= GOAL_CONCURRENT_CALLS_PER_S,
     });
   }
-  for (const r of results) {
+  for (const r of iroh) {
     if (!r.ratio) continue;
     out.push({
       goal: `${r.name}: bulk ≥ ${GOAL_BULK_FRACTION} of floor`,
@@ -693,24 +836,56 @@ function goals(results: TargetResult[]): Goal[] {
       met: r.ratio.bulkOfFloor >= GOAL_BULK_FRACTION,
     });
   }
+  for (const c of compared) {
+    const base = results.find((r) => r.name === c.baseline)!;
+    const other = results.find((r) => r.name === c.other)!;
+    const met = c.p50Ratio <= GOAL_P50_VS_GRPC;
+    const goal: Goal = {
+      goal: `${c.name}: Iroh p50 ≤ ${GOAL_P50_VS_GRPC} × ${other.transport}'s`,
+      measured: `${c.p50Ratio.toFixed(2)} (${fmtInt(base.rpc.latencyUs.p50)} / ${
+        fmtInt(other.rpc.latencyUs.p50)
+      } µs)`,
+      met,
+    };
+    if (!met && base.floor && base.ratio && c.floorP50Ratio !== null) {
+      const needUs = GOAL_P50_VS_GRPC * other.rpc.latencyUs.p50;
+      goal.limit = `needs Iroh p50 ≤ ${fmtInt(needUs)} µs; the Iroh floor (bare-stream echo) ` +
+        `alone takes ${fmtInt(base.floor.latencyUs.p50)} µs (${
+          c.floorP50Ratio.toFixed(2)
+        } of ${other.transport}'s p50), the RPC layer ${signed(base.ratio.p50OverheadUs)} µs` +
+        (c.floorP50Ratio > GOAL_P50_VS_GRPC
+          ? "; an RPC layer costing nothing would miss it too"
+          : "");
+    }
+    out.push(goal);
+  }
   return out;
 }
 
 function printReport(report: Report): void {
   const results = report.results;
   const withFloor = results.filter((r) => r.floor && r.ratio);
+  const compared = report.comparisons;
   const header = [
     "metric",
     ...results.map((r) => r.name),
     ...withFloor.map((r) => r.floor!.name),
-    ...withFloor.map((r) => `RPC ÷ floor, ${r.name.replace(/^[^,]*, /, "")}`),
+    ...withFloor.map((r) => `${r.transport} ÷ floor, ${placementShort(r.placement)}`),
+    ...compared.map((c) => c.name),
   ];
   const row = (
     label: string,
     rpc: (r: TargetResult) => string,
     floor: (r: TargetResult) => string,
     ratio: (r: TargetResult) => string,
-  ) => [label, ...results.map(rpc), ...withFloor.map(floor), ...withFloor.map(ratio)];
+    versus: (c: Comparison) => string,
+  ) => [
+    label,
+    ...results.map(rpc),
+    ...withFloor.map(floor),
+    ...withFloor.map(ratio),
+    ...compared.map(versus),
+  ];
   const dash = () => "–";
   const times = (x: number) => `${x.toFixed(2)}×`;
   const rows = [
@@ -719,30 +894,35 @@ function printReport(report: Report): void {
       (r) => fmtInt(r.rpc.latencyUs.p50),
       (r) => fmtInt(r.floor!.latencyUs.p50),
       (r) => `${signed(r.ratio!.p50OverheadUs)} µs (${times(r.ratio!.p50Ratio)})`,
+      (c) => `${times(c.p50Ratio)} (${signed(c.p50DifferenceUs)} µs)`,
     ),
     row(
       `Ping ${PING_BYTES} B p99, µs`,
       (r) => fmtInt(r.rpc.latencyUs.p99),
       (r) => fmtInt(r.floor!.latencyUs.p99),
       (r) => `${signed(r.rpc.latencyUs.p99 - r.floor!.latencyUs.p99)} µs`,
+      (c) => times(c.p99Ratio),
     ),
     row(
       `Ping ${PING_BYTES} B sequential, calls/s`,
       (r) => fmtInt(r.rpc.sequentialCallsPerS),
       (r) => fmtInt(r.floor!.sequentialEchoesPerS),
       (r) => times(r.ratio!.sequentialRatio),
+      (c) => times(c.sequentialRatio),
     ),
     row(
       `Ping ${PING_BYTES} B, ${report.config.concurrency} in flight, calls/s`,
       (r) => fmtInt(r.rpc.concurrentCallsPerS),
       dash,
       dash,
+      (c) => times(c.concurrentRatio),
     ),
     row(
       `Ping ${BULK_BYTES >> 20} MiB echo, MiB/s (both ways, median)`,
       (r) => r.rpc.bulkMiBps.toFixed(2),
       (r) => r.floor!.bulkMiBps.toFixed(2),
       (r) => `${r.ratio!.bulkOfFloor.toFixed(2)} of floor (paired)`,
+      (c) => times(c.bulkRatio),
     ),
   ];
   const widths = header.map((_, i) => Math.max(...[header, ...rows].map((x) => x[i]!.length)));
@@ -753,7 +933,7 @@ function printReport(report: Report): void {
   console.log();
   console.log(
     `RPC benchmark (${report.mode}): ${m.cpu}, ${m.cores} cores, Deno ${m.deno} (V8 ${m.v8}), ` +
-      `${m.os}, ${m.binding}`,
+      `${m.os}, ${m.binding}, ${m.grpc}`,
   );
   console.log(
     `loopback, relays disabled; load average at start ${m.loadAverage}; ${
@@ -764,6 +944,12 @@ function printReport(report: Report): void {
   console.log(line(header));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows) console.log(line(r));
+  for (const pair of new Set(compared.map((c) => c.name.replace(/,.*$/, "")))) {
+    console.log(
+      `${pair}: the first's figure over the second's, same placement ` +
+        "(latencies: below 1× is the first faster; rates: above 1×)",
+    );
+  }
   console.log();
   const ec = report.endpointCreate;
   console.log(
@@ -784,6 +970,7 @@ function printReport(report: Report): void {
     console.log(
       `  ${g.goal.padEnd(gw)}  ${g.measured.padStart(mw)}  ${g.met ? "met" : "MISSED"}`,
     );
+    if (g.limit) console.log(`    limit: ${g.limit}`);
   }
   console.log(`(total ${report.totalSeconds} s)`);
 }
@@ -798,6 +985,7 @@ interface Machine {
   v8: string;
   os: string;
   binding: string;
+  grpc: string;
   loadAverage: string;
 }
 
@@ -812,21 +1000,23 @@ function machine(): Machine {
   const cpuinfo = read("/proc/cpuinfo");
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown CPU";
   const processors = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
-  let bindingVersion = "?";
-  try {
-    bindingVersion = JSON.parse(
-      read(new URL("../../node_modules/@number0/iroh/package.json", import.meta.url).pathname),
-    ).version;
-  } catch {
-    // unknown
-  }
+  const version = (pkg: string): string => {
+    try {
+      return JSON.parse(
+        read(new URL(`../../node_modules/${pkg}/package.json`, import.meta.url).pathname),
+      ).version;
+    } catch {
+      return "?";
+    }
+  };
   return {
     cpu: model,
     cores: processors || navigator.hardwareConcurrency,
     deno: Deno.version.deno,
     v8: Deno.version.v8,
     os: `${Deno.build.os}-${Deno.build.arch}`,
-    binding: `@number0/iroh ${bindingVersion}`,
+    binding: `@number0/iroh ${version("@number0/iroh")}`,
+    grpc: `@grpc/grpc-js ${version("@grpc/grpc-js")}`,
     loadAverage: read("/proc/loadavg").split(" ").slice(0, 3).join(" ") || "?",
   };
 }
@@ -893,6 +1083,7 @@ interface Report {
   };
   endpointCreate: Awaited<ReturnType<typeof measureEndpointCreation>>;
   results: TargetResult[];
+  comparisons: Comparison[];
   goals: Goal[];
   totalSeconds: number;
 }
@@ -919,6 +1110,7 @@ async function main(): Promise<void> {
   for (const target of targets()) results.push(await measureTarget(target, cfg));
 
   const rounded = results.map(roundResult);
+  const compared = comparisons(rounded);
   const report: Report = {
     mode: args.values.quick ? "quick" : "full",
     startedAt,
@@ -933,7 +1125,8 @@ async function main(): Promise<void> {
     },
     endpointCreate,
     results: rounded,
-    goals: goals(rounded),
+    comparisons: compared,
+    goals: goals(rounded, compared),
     totalSeconds: round((performance.now() - started) / 1000, 1),
   };
   printReport(report);
