@@ -4,6 +4,7 @@
  */
 
 import { createSocket } from "node:dgram";
+export { eventually } from "../wait.ts";
 import { type AgentConfig, configOrThrow, parseConfig } from "../../src/config/mod.ts";
 import { Agent } from "../../src/runner/agent.ts";
 import { DualClient, type DualPeer, type TransportClients } from "../../src/runner/dual_client.ts";
@@ -143,19 +144,6 @@ export async function caller(
 /** Starts an agent quietly. */
 export function startAgent(config: AgentConfig): Promise<Agent> {
   return Agent.start(config, silentLogger);
-}
-
-/** Waits until `check()` holds, polling every 10 ms; fails after `ms`. */
-export async function eventually(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  ms = 5000,
-): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** A data directory whose node key exists already, and the Iroh ticket that key and port give. */

@@ -36,6 +36,7 @@ import { decodeRaftMessage, type RaftMessage } from "../../codec/raft.ts";
 import { type HostPort, isLoopback, parseHostPort } from "../../config/address.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
 import { Code, RpcError, toRpcError } from "../../rpc/errors.ts";
+import { untilAborted } from "../../rpc/abort.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
 import type { BoundMethod, RpcRouter } from "../../rpc/router.ts";
 import { type CallContext, type MethodInfo, type PeerInfo, SERVICES } from "../../rpc/services.ts";
@@ -95,16 +96,6 @@ export interface GrpcServerStats {
 type UnaryCall = grpc.ServerUnaryCall<Uint8Array, Uint8Array>;
 type StreamCall = grpc.ServerWritableStream<Uint8Array, Uint8Array>;
 type AnyCall = UnaryCall | StreamCall;
-
-/** Rejects when `signal` aborts, with its reason; else settles as `promise` does. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
 
 /** One call running on the server. */
 interface Active {

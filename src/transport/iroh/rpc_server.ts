@@ -27,6 +27,7 @@ import {
   SUPPORTED_VERSIONS,
 } from "../../codec/frame.ts";
 import { Code, encodeStatus, RpcError, toRpcError } from "../../rpc/errors.ts";
+import { untilAborted } from "../../rpc/abort.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
 import type { RpcRouter } from "../../rpc/router.ts";
 import type { CallContext, PeerInfo } from "../../rpc/services.ts";
@@ -223,16 +224,6 @@ export class IrohRpcServer {
 interface Call {
   readonly controller: AbortController;
   readonly timer: ReturnType<typeof setTimeout>;
-}
-
-/** Rejects when `signal` aborts, with its reason; else settles as `promise` does. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 class ServerConnection {

@@ -5,27 +5,7 @@
  * @module
  */
 
-/** Fails with `what` if `promise` does not settle within `ms`; never leaves a timer behind. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits until `check()` holds, polling every 10 ms; fails after `ms`. */
-export async function eventually(what: string, check: () => boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+export { eventually, within } from "../../wait.ts";
 
 /** Runs a command; fails with its output if it exits non-zero, naming `install` if it is missing. */
 export async function run(

@@ -17,92 +17,13 @@ import { createClient } from "../../../src/rpc/client.ts";
 import { Code, isTransportFailure, RpcError } from "../../../src/rpc/errors.ts";
 import type { RpcLimits } from "../../../src/rpc/limits.ts";
 import { Health, type MethodInfo, type PeerInfo, Status, Vm } from "../../../src/rpc/services.ts";
-import type { ServiceImpl } from "../../../src/rpc/services.ts";
-import type { VmService } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
-import { VmEventKind } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
 import { RaftEnvelopeSchema } from "../../../src/rpc/gen/blixard/v1/raft_pb.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { healthService } from "../../../src/services/health.ts";
 import { eventually, within } from "./helpers.ts";
+import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
-
-/** What the test handlers saw, so tests can check the server side. */
-class Observed {
-  aborted: string[] = [];
-  started = 0;
-  peers = new Set<string>();
-  /** Stream items the endless handler has produced. */
-  produced = 0;
-  /** Whether every request's bytes field arrived as a plain Uint8Array (not a Buffer). */
-  plainBytes = true;
-}
-
-function testHealth(seen: Observed): ServiceImpl<typeof Health.desc> {
-  const real = healthService({
-    nodeId: 7n,
-    agentVersion: "test",
-    startedAtMs: Date.now(),
-    readiness: () => ({ ready: true, detail: "" }),
-  });
-  return {
-    check: real.check,
-    async ping(req, ctx) {
-      seen.started++;
-      seen.peers.add(ctx.peer.id);
-      seen.plainBytes &&= Object.getPrototypeOf(req.payload) === Uint8Array.prototype;
-      const cmd = untext.decode(req.payload);
-      if (cmd.startsWith("sleep:")) {
-        const ms = Number(cmd.slice(6));
-        await new Promise<void>((resolve, reject) => {
-          const t = setTimeout(resolve, ms);
-          ctx.signal.addEventListener("abort", () => {
-            clearTimeout(t);
-            seen.aborted.push(`ping:${(ctx.signal.reason as RpcError).code}`);
-            reject(ctx.signal.reason);
-          }, { once: true });
-        });
-      }
-      if (cmd === "throw") throw new Error("boom: the handler failed");
-      if (cmd === "not-found") throw new RpcError(Code.NOT_FOUND, 'vm "web-1" does not exist');
-      return real.ping(req, ctx);
-    },
-  };
-}
-
-function testVm(seen: Observed): ServiceImpl<typeof VmService> {
-  const no = () => {
-    throw new RpcError(Code.UNIMPLEMENTED, "not in this test");
-  };
-  return {
-    create: no,
-    start: no,
-    stop: no,
-    delete: no,
-    get: no,
-    list: no,
-    async *watchEvents(req, ctx) {
-      if (req.name === "endless" || req.name === "bulky") {
-        // "bulky": 16 KiB events as fast as the transport takes them.
-        const image = req.name === "bulky" ? "x".repeat(16 << 10) : "";
-        try {
-          for (let i = 0n;; i++) {
-            seen.produced++;
-            yield { kind: VmEventKind.STATUS_CHANGED, index: i, vm: { spec: { image } } };
-            if (!image) await new Promise((r) => setTimeout(r, 5));
-          }
-        } finally {
-          if (ctx.signal.aborted) {
-            seen.aborted.push(`watch:${(ctx.signal.reason as RpcError).code}`);
-          }
-        }
-      }
-      const count = Number(req.name.replace("count:", ""));
-      for (let i = 0; i < count; i++) yield { kind: VmEventKind.CREATED, index: BigInt(i) };
-    },
-  };
-}
 
 interface Harness extends AsyncDisposable {
   channel: GrpcChannel;

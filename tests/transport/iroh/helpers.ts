@@ -5,20 +5,8 @@
  * @module
  */
 
+export { within } from "../../wait.ts";
 import { createEndpoint, type IrohEndpoint } from "../../../src/transport/iroh/mod.ts";
-
-/** Fails with `what` if `promise` does not settle within `ms`; never leaves a timer behind. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A fresh random 32-byte secret key. */
 export function randomKey(): Uint8Array {

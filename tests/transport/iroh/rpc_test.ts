@@ -14,10 +14,6 @@ import { RpcRouter } from "../../../src/rpc/router.ts";
 import { createClient } from "../../../src/rpc/client.ts";
 import { Code, decodeStatus, RpcError } from "../../../src/rpc/errors.ts";
 import { Health, Vm } from "../../../src/rpc/services.ts";
-import type { ServiceImpl } from "../../../src/rpc/services.ts";
-import type { VmService } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
-import { VmEventKind } from "../../../src/rpc/gen/blixard/v1/vm_pb.ts";
-import { healthService } from "../../../src/services/health.ts";
 import {
   encodeFrame,
   FLAG_LAST,
@@ -27,75 +23,11 @@ import {
   Priority,
 } from "../../../mod.ts";
 import { loopbackEndpoint, randomKey, within } from "./helpers.ts";
+import { eventually } from "../../wait.ts";
+import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
-
-/** What the test handlers saw, so tests can check the server side. */
-class Observed {
-  aborted: string[] = [];
-  started = 0;
-}
-
-function testHealth(seen: Observed): ServiceImpl<typeof Health.desc> {
-  const real = healthService({
-    nodeId: 7n,
-    agentVersion: "test",
-    startedAtMs: Date.now(),
-    readiness: () => ({ ready: true, detail: "" }),
-  });
-  return {
-    check: real.check,
-    async ping(req, ctx) {
-      seen.started++;
-      const cmd = untext.decode(req.payload);
-      if (cmd.startsWith("sleep:")) {
-        const ms = Number(cmd.slice(6));
-        await new Promise<void>((resolve, reject) => {
-          const t = setTimeout(resolve, ms);
-          ctx.signal.addEventListener("abort", () => {
-            clearTimeout(t);
-            seen.aborted.push(`ping:${(ctx.signal.reason as RpcError).code}`);
-            reject(ctx.signal.reason);
-          }, { once: true });
-        });
-      }
-      if (cmd === "throw") throw new Error("boom: the handler failed");
-      if (cmd === "not-found") throw new RpcError(Code.NOT_FOUND, 'vm "web-1" does not exist');
-      return real.ping(req, ctx);
-    },
-  };
-}
-
-function testVm(seen: Observed): ServiceImpl<typeof VmService> {
-  const no = () => {
-    throw new RpcError(Code.UNIMPLEMENTED, "not in this test");
-  };
-  return {
-    create: no,
-    start: no,
-    stop: no,
-    delete: no,
-    get: no,
-    list: no,
-    async *watchEvents(req, ctx) {
-      if (req.name === "endless") {
-        try {
-          for (let i = 0n;; i++) {
-            yield { kind: VmEventKind.STATUS_CHANGED, index: i };
-            await new Promise((r) => setTimeout(r, 5));
-          }
-        } finally {
-          if (ctx.signal.aborted) {
-            seen.aborted.push(`watch:${(ctx.signal.reason as RpcError).code}`);
-          }
-        }
-      }
-      const count = Number(req.name.replace("count:", ""));
-      for (let i = 0; i < count; i++) yield { kind: VmEventKind.CREATED, index: BigInt(i) };
-    },
-  };
-}
 
 interface Harness extends AsyncDisposable {
   channel: PeerChannel;
@@ -144,14 +76,6 @@ async function harness(
 }
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-async function eventually(what: string, check: () => boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 Deno.test({
   ...opts,
