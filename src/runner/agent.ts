@@ -358,6 +358,8 @@ export class Agent {
     if (this.#iroh) this.#iroh = { ...this.#iroh, config: next };
     this.#config = next;
     this.#setAllowlist(next);
+    const revoked = this.#iroh?.server.revokeDisallowed() ?? 0;
+    if (revoked > 0) changes.push(`closed ${revoked} connection(s) of endpoints no longer allowed`);
     // Peer calls follow the new policy and listeners from the next call on.
     if (this.#peerClient) {
       this.#peerClient.iroh?.close();

@@ -5,7 +5,8 @@
  * call must get a correct answer (a fallback is allowed); none may be lost.
  */
 
-import { assert, assertEquals } from "../assert.ts";
+import { assert, assertEquals, rejection } from "../assert.ts";
+import { Code, RpcError } from "../../src/rpc/errors.ts";
 import { createClient } from "../../src/rpc/client.ts";
 import { Health, Status } from "../../src/rpc/services.ts";
 import { ServiceId, Transport } from "../../src/rpc/gen/blixard/v1/common_pb.ts";
@@ -202,6 +203,41 @@ Deno.test({
       assert(
         (await agent.metrics.text()).includes('blixard_config_reloads_total{result="failed"} 2'),
       );
+    } finally {
+      await agent.stop();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a reload that removes an operator key closes that operator's open connection",
+  async fn() {
+    const ports = await freePorts();
+    const home = await nodeHome(ports.udp);
+    await using c = await caller(["iroh"]);
+    const base = {
+      dataDir: home.dataDir,
+      grpcPort: ports.tcp,
+      irohPort: ports.udp,
+      operatorId: c.operatorId,
+    };
+    const agent = await startAgent(configOf({ ...base, mode: "iroh" }));
+    try {
+      const health = createClient(Health, c.peerOf({ ...base, mode: "iroh" }, home.ticket));
+      assertEquals((await health.check({})).nodeId, 1n);
+      const result = await agent.reload(
+        configOf({ ...base, mode: "iroh", operatorId: "ab".repeat(32) }),
+      );
+      assert(result.ok);
+      assert(
+        result.changes.some((x) => x.includes("closed 1 connection(s)")),
+        result.changes.join("; "),
+      );
+      const e = await rejection(RpcError, () => health.check({}, { deadlineMs: 3000 }));
+      // Refused outright, or (the channel already knows) unreachable because it was refused.
+      assert([Code.PERMISSION_DENIED, Code.UNAVAILABLE].includes(e.code as 7 | 14), String(e));
+      assert(e.message.includes("not on its allowlist"), e.message);
     } finally {
       await agent.stop();
     }

@@ -33,7 +33,7 @@ import type { RpcRouter } from "../../rpc/router.ts";
 import type { CallContext, PeerInfo } from "../../rpc/services.ts";
 import { type Logger, RateLimiter, silentLogger } from "../../util/log.ts";
 import type { IrohBiStream, IrohConnection } from "./connection.ts";
-import type { EndpointAllowlist, IrohEndpoint } from "./endpoint.ts";
+import { type EndpointAllowlist, type IrohEndpoint, isAllowed } from "./endpoint.ts";
 import { IrohError } from "./errors.ts";
 import { FrameStream } from "./frame_stream.ts";
 
@@ -182,6 +182,24 @@ export class IrohRpcServer {
     this.#draining = false;
   }
 
+  /**
+   * Closes the connections of endpoints the allowlist no longer admits (a
+   * reload removed a peer or an operator key), with close code 403; their
+   * calls in flight are abandoned. Returns how many were closed.
+   */
+  revokeDisallowed(): number {
+    let closed = 0;
+    for (const c of this.#connections) {
+      if (!isAllowed(this.#allow, c.peerId)) {
+        closed++;
+        // At once, not gracefully: the peer must see why (403), not a clean end of stream.
+        c.close(RpcCloseCode.NotAllowed, "endpoint no longer allowed", false).catch(() => {});
+      }
+    }
+    if (closed > 0) this.#log.info("closed connections of endpoints no longer allowed", { closed });
+    return closed;
+  }
+
   #adopt(connection: IrohConnection): void {
     if (this.#draining) {
       connection.close(RpcCloseCode.ShuttingDown, "server shutting down");
@@ -256,6 +274,11 @@ class ServerConnection {
     return this.#calls.size;
   }
 
+  /** The peer's endpoint id. */
+  get peerId(): string {
+    return this.#peer.id;
+  }
+
   /** Accepts streams until the connection ends; resolves then. */
   async start(): Promise<void> {
     const closed = this.#conn.closed();
@@ -287,7 +310,7 @@ class ServerConnection {
   }
 
   /** Closes after flushing what is queued; in-flight calls are abandoned. */
-  async close(code: number, reason: string): Promise<void> {
+  async close(code: number, reason: string, graceful = true): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     for (const call of this.#calls.values()) {
@@ -295,11 +318,13 @@ class ServerConnection {
         new RpcError(Code.UNAVAILABLE, `server closed the connection: ${reason}`),
       );
     }
-    // Give queued responses to the binding and end our side of each stream cleanly.
-    await Promise.all([...this.#streams].map(async ([fs, bi]) => {
-      await fs.flushed().catch(() => {});
-      await bi.send.finish().catch(() => {});
-    }));
+    if (graceful) {
+      // Give queued responses to the binding and end our side of each stream cleanly.
+      await Promise.all([...this.#streams].map(async ([fs, bi]) => {
+        await fs.flushed().catch(() => {});
+        await bi.send.finish().catch(() => {});
+      }));
+    }
     this.#conn.close(code, reason);
   }
 
