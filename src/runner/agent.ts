@@ -360,11 +360,16 @@ export class Agent {
     this.#setAllowlist(next);
     const revoked = this.#iroh?.server.revokeDisallowed() ?? 0;
     if (revoked > 0) changes.push(`closed ${revoked} connection(s) of endpoints no longer allowed`);
-    // Peer calls follow the new policy and listeners from the next call on.
-    if (this.#peerClient) {
-      this.#peerClient.iroh?.close();
-      this.#peerClient.grpc.close();
-      this.#peerClient = null;
+    // Peer calls follow the new policy and listeners from the next call on; calls
+    // already made on the old client get the shutdown timeout to finish.
+    const oldPeers = this.#peerClient;
+    this.#peerClient = null;
+    if (oldPeers) {
+      const timer = setTimeout(() => {
+        oldPeers.iroh?.close();
+        oldPeers.grpc.close();
+      }, next.limits.shutdownTimeoutMs);
+      Deno.unrefTimer(timer as unknown as number);
     }
     const before = this.#plan;
     this.#plan = servingPlan(next);
