@@ -19,8 +19,9 @@ import type { RpcLimits } from "../../../src/rpc/limits.ts";
 import { Health, type MethodInfo, type PeerInfo, Status, Vm } from "../../../src/rpc/services.ts";
 import { RaftEnvelopeSchema } from "../../../src/rpc/gen/blixard/v1/raft_pb.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { eventually, within } from "./helpers.ts";
+import { eventually } from "./helpers.ts";
 import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
+import { transportContract } from "../contract.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -65,62 +66,23 @@ async function harness(
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
+transportContract("grpc", async (limits) => {
+  const h = await harness(limits);
+  return {
+    health: h.health,
+    vm: h.vm,
+    seen: h.seen,
+    inflightCount: () => h.rpc.inflightCount,
+    callsStarted: () => h.rpc.stats.callsStarted,
+    // grpc-js names each connection by the caller's ip:port.
+    connections: () => h.seen.peers.size,
+    [Symbol.asyncDispose]: () => h[Symbol.asyncDispose](),
+  };
+});
+
 function codeOf(e: unknown): number {
   return e instanceof RpcError ? e.code : -1;
 }
-
-Deno.test({
-  ...opts,
-  name: "a unary call over gRPC is answered, and the node answers Check",
-  async fn() {
-    await using h = await harness();
-    assert(h.port > 0, `port ${h.port}`);
-    const res = await h.health.ping({ payload: text.encode("hello"), clientSendTimeNs: 2n ** 60n });
-    assertEquals(res.payload, text.encode("hello"));
-    assertEquals(res.clientSendTimeNs, 2n ** 60n);
-    // Bytes are plain Uint8Arrays on both sides, never grpc-js's Buffers.
-    assert(h.seen.plainBytes, "the handler got a Buffer");
-    assertEquals(res.nodeId, 7n);
-    const check = await h.health.check({});
-    assertEquals(check.status, 1);
-    assertEquals(check.agentVersion, "test");
-    // PeerInfo names the caller's connection as grpc-js sees it.
-    const [peer] = [...h.seen.peers];
-    assert(/^127\.0\.0\.1:\d+$/.test(peer!), String(peer));
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "1,000 concurrent calls from one client are all answered correctly, over one connection",
-  async fn() {
-    await using h = await harness();
-    const results = await within(
-      Promise.all(
-        Array.from(
-          { length: 1000 },
-          (_, i) => h.health.ping({ payload: text.encode(`call ${i}`) }),
-        ),
-      ),
-      20_000,
-      "1,000 concurrent pings",
-    );
-    results.forEach((r, i) => assertEquals(untext.decode(r.payload), `call ${i}`));
-    assertEquals(h.seen.peers.size, 1, [...h.seen.peers].join(", "));
-    assertEquals(h.rpc.stats.callsStarted, 1000);
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "a server stream over gRPC delivers every item in order, then ends",
-  async fn() {
-    await using h = await harness();
-    const kinds: bigint[] = [];
-    for await (const event of h.vm.watchEvents({ name: "count:200" })) kinds.push(event.index);
-    assertEquals(kinds, Array.from({ length: 200 }, (_, i) => BigInt(i)));
-  },
-});
 
 Deno.test({
   ...opts,
@@ -140,31 +102,6 @@ Deno.test({
     assert(h.seen.produced > held);
     await events.return?.();
     await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
-  },
-});
-
-Deno.test({
-  ...opts,
-  name:
-    "a call past its deadline fails with DEADLINE_EXCEEDED and the server aborts its handler's signal",
-  async fn() {
-    await using h = await harness();
-    const started = performance.now();
-    const e = await rejection(
-      RpcError,
-      () => h.health.ping({ payload: text.encode("sleep:5000") }, { deadlineMs: 150 }),
-    );
-    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
-    assert(e.message.includes("health.Ping"), e.message);
-    assert(performance.now() - started < 2000, "the client waited far past its deadline");
-    await eventually("the handler was aborted", () => h.seen.aborted.length === 1);
-    // The server's deadline or the client's cancel at its deadline, whichever came first.
-    assert(["ping:4", "ping:1"].includes(h.seen.aborted[0]!), String(h.seen.aborted));
-    await eventually("no call is in flight on the server", () => h.rpc.inflightCount === 0);
-    assertEquals(
-      untext.decode((await h.health.ping({ payload: text.encode("after") })).payload),
-      "after",
-    );
   },
 });
 
@@ -196,37 +133,6 @@ Deno.test({
 
 Deno.test({
   ...opts,
-  name: "a server stream the client stops reading is cancelled on the server",
-  async fn() {
-    await using h = await harness();
-    let n = 0;
-    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
-      if (++n === 3) break;
-    }
-    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
-    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "an aborted signal cancels a unary call on both sides",
-  async fn() {
-    await using h = await harness();
-    const ac = new AbortController();
-    const call = h.health.ping({ payload: text.encode("sleep:5000") }, { signal: ac.signal });
-    await eventually("the handler started", () => h.seen.started === 1);
-    ac.abort();
-    const e = await rejection(RpcError, () => call);
-    assertEquals(e.code, Code.CANCELLED);
-    assertEquals(e.message, "health.Ping: cancelled by the caller");
-    await eventually("the handler saw the cancel", () => h.seen.aborted.includes("ping:1"));
-    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
-  },
-});
-
-Deno.test({
-  ...opts,
   name: "an aborted signal cancels a server stream on both sides",
   async fn() {
     await using h = await harness();
@@ -239,31 +145,6 @@ Deno.test({
     });
     assertEquals(e.code, Code.CANCELLED);
     await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
-  },
-});
-
-Deno.test({
-  ...opts,
-  name:
-    "a throwing handler becomes INTERNAL, an RpcError keeps its code and message, and later calls work",
-  async fn() {
-    await using h = await harness();
-    let e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("throw") }));
-    assertEquals(e.code, Code.INTERNAL);
-    assertEquals(e.message, "boom: the handler failed");
-    assert(!isTransportFailure(e));
-    e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("not-found") }));
-    assertEquals(e.code, Code.NOT_FOUND);
-    assertEquals(e.message, 'vm "web-1" does not exist');
-    assert(!isTransportFailure(e));
-    e = await rejection(RpcError, () => h.vm.list({}));
-    assertEquals(e.code, Code.UNIMPLEMENTED);
-    assertEquals(e.message, "not in this test");
-    assertEquals(
-      untext.decode((await h.health.ping({ payload: text.encode("ok") })).payload),
-      "ok",
-    );
-    assertEquals(h.rpc.stats.callsFailed, 3);
   },
 });
 

@@ -25,6 +25,7 @@ import {
 import { loopbackEndpoint, randomKey, within } from "./helpers.ts";
 import { eventually } from "../../wait.ts";
 import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
+import { transportContract } from "../contract.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -77,126 +78,17 @@ async function harness(
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({
-  ...opts,
-  name: "a unary call is answered, and the node answers Check",
-  async fn() {
-    await using h = await harness();
-    const res = await h.health.ping({ payload: text.encode("hello"), clientSendTimeNs: 2n ** 60n });
-    assertEquals(untext.decode(res.payload), "hello");
-    assertEquals(res.clientSendTimeNs, 2n ** 60n);
-    assertEquals(res.nodeId, 7n);
-    const check = await h.health.check({});
-    assertEquals(check.status, 1);
-    assertEquals(check.agentVersion, "test");
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "1,000 concurrent calls from one client are all answered correctly, over one connection",
-  async fn() {
-    await using h = await harness();
-    const results = await within(
-      Promise.all(
-        Array.from(
-          { length: 1000 },
-          (_, i) => h.health.ping({ payload: text.encode(`call ${i}`) }),
-        ),
-      ),
-      20_000,
-      "1,000 concurrent pings",
-    );
-    results.forEach((r, i) => assertEquals(untext.decode(r.payload), `call ${i}`));
-    assertEquals(h.rpc.stats.connectionsAccepted, 1);
-    assertEquals(h.client.stats.connectAttempts, 1);
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "a server stream delivers every item in order, then ends",
-  async fn() {
-    await using h = await harness();
-    const kinds: bigint[] = [];
-    for await (const event of h.vm.watchEvents({ name: "count:200" })) kinds.push(event.index);
-    assertEquals(kinds, Array.from({ length: 200 }, (_, i) => BigInt(i)));
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "a call past its deadline fails with DEADLINE_EXCEEDED and the server stops its handler",
-  async fn() {
-    await using h = await harness();
-    const started = performance.now();
-    const e = await rejection(
-      RpcError,
-      () => h.health.ping({ payload: text.encode("sleep:5000") }, { deadlineMs: 150 }),
-    );
-    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
-    assert(e.message.includes("health.Ping"), e.message);
-    assert(performance.now() - started < 2000, "the client waited far past its deadline");
-    // The server saw the deadline too (or the client's cancel), and freed the call.
-    await eventually("the handler was aborted", () => h.seen.aborted.length === 1);
-    assert(["ping:4", "ping:1"].includes(h.seen.aborted[0]!), String(h.seen.aborted));
-    await eventually("no call is in flight on the server", () => h.rpc.inflightCount === 0);
-    // The connection is fine afterwards.
-    assertEquals(
-      untext.decode((await h.health.ping({ payload: text.encode("after") })).payload),
-      "after",
-    );
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "a server stream the client stops reading is cancelled on the server",
-  async fn() {
-    await using h = await harness();
-    let n = 0;
-    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
-      if (++n === 3) break;
-    }
-    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
-    await eventually("no call is in flight", () => h.rpc.inflightCount === 0);
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "an aborted signal cancels a unary call on both sides",
-  async fn() {
-    await using h = await harness();
-    const ac = new AbortController();
-    const call = h.health.ping({ payload: text.encode("sleep:5000") }, { signal: ac.signal });
-    await eventually("the handler started", () => h.seen.started === 1);
-    ac.abort();
-    const e = await rejection(RpcError, () => call);
-    assertEquals(e.code, Code.CANCELLED);
-    await eventually("the handler saw the cancel", () => h.seen.aborted.includes("ping:1"));
-  },
-});
-
-Deno.test({
-  ...opts,
-  name: "a throwing handler becomes an error answer and later calls still work",
-  async fn() {
-    await using h = await harness();
-    let e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("throw") }));
-    assertEquals(e.code, Code.INTERNAL);
-    assert(e.message.includes("boom: the handler failed"), e.message);
-    e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("not-found") }));
-    assertEquals(e.code, Code.NOT_FOUND);
-    assertEquals(e.message, 'vm "web-1" does not exist');
-    e = await rejection(RpcError, () => h.vm.list({}));
-    assertEquals(e.code, Code.UNIMPLEMENTED);
-    assertEquals(
-      untext.decode((await h.health.ping({ payload: text.encode("ok") })).payload),
-      "ok",
-    );
-    assertEquals(h.rpc.connectionCount, 1);
-  },
+transportContract("iroh", async (limits) => {
+  const h = await harness(limits);
+  return {
+    health: h.health,
+    vm: h.vm,
+    seen: h.seen,
+    inflightCount: () => h.rpc.inflightCount,
+    callsStarted: () => h.rpc.stats.callsStarted,
+    connections: () => h.rpc.stats.connectionsAccepted,
+    [Symbol.asyncDispose]: () => h[Symbol.asyncDispose](),
+  };
 });
 
 Deno.test({
@@ -220,29 +112,6 @@ Deno.test({
     }
   },
 });
-
-Deno.test({
-  ...opts,
-  name: "calls over the limit of in-flight requests are refused with RESOURCE_EXHAUSTED",
-  async fn() {
-    await using h = await harness({ maxInflightRequests: 4 });
-    const calls = Array.from(
-      { length: 10 },
-      () =>
-        h.health.ping({ payload: text.encode("sleep:300") }).then(
-          () => "ok",
-          (e: RpcError) => codeOf(e),
-        ),
-    );
-    const outcomes = await Promise.all(calls);
-    assertEquals(outcomes.filter((o) => o === "ok").length, 4);
-    assertEquals(outcomes.filter((o) => o === Code.RESOURCE_EXHAUSTED).length, 6);
-  },
-});
-
-function codeOf(e: unknown): number {
-  return e instanceof RpcError ? e.code : -1;
-}
 
 /** A raw stream to the server from an allowed endpoint, for sending bytes no client would. */
 async function rawStream(h: Harness) {

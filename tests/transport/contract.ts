@@ -1,0 +1,154 @@
+/**
+ * What every transport adapter promises, defined once and run against each
+ * (tests/transport/iroh/rpc_test.ts and tests/transport/grpc/rpc_test.ts):
+ * the same calls, the same test services, the same expectations. What only
+ * one transport has (streams per priority, TLS, reconnects) stays in its file.
+ */
+
+import { assert, assertEquals, rejection } from "../assert.ts";
+import { eventually, within } from "../wait.ts";
+import type { createClient } from "../../src/rpc/client.ts";
+import { Code, isTransportFailure, RpcError } from "../../src/rpc/errors.ts";
+import type { RpcLimits } from "../../src/rpc/limits.ts";
+import type { Health, Vm } from "../../src/rpc/services.ts";
+import type { Observed } from "../fixtures/test_services.ts";
+
+/** A server with the test services and a client of it, over one transport. */
+export interface ContractHarness extends AsyncDisposable {
+  readonly health: ReturnType<typeof createClient<typeof Health>>;
+  readonly vm: ReturnType<typeof createClient<typeof Vm>>;
+  readonly seen: Observed;
+  /** Calls running on the server now. */
+  inflightCount(): number;
+  /** Calls that reached a handler. */
+  callsStarted(): number;
+  /** Connections the server has had from this client. */
+  connections(): number;
+}
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+/** Defines the contract's tests for `transport`. */
+export function transportContract(
+  transport: string,
+  harness: (limits?: Partial<RpcLimits>) => Promise<ContractHarness>,
+): void {
+  const test = (name: string, fn: () => Promise<void>) =>
+    Deno.test({ ...opts, name: `[${transport}] ${name}`, fn });
+
+  test("a unary call is answered, and the node answers Check", async () => {
+    await using h = await harness();
+    const res = await h.health.ping({ payload: text.encode("hello"), clientSendTimeNs: 2n ** 60n });
+    assertEquals(res.payload, text.encode("hello"));
+    assertEquals(res.clientSendTimeNs, 2n ** 60n);
+    assertEquals(res.nodeId, 7n);
+    // Bytes arrive as plain Uint8Arrays on both sides, whatever the transport uses inside.
+    assert(h.seen.plainBytes, "the handler got a Uint8Array subclass");
+    const check = await h.health.check({});
+    assertEquals(check.status, 1);
+    assertEquals(check.agentVersion, "test");
+  });
+
+  test("1,000 concurrent calls from one client are all answered correctly, over one connection", async () => {
+    await using h = await harness();
+    const results = await within(
+      Promise.all(
+        Array.from(
+          { length: 1000 },
+          (_, i) => h.health.ping({ payload: text.encode(`call ${i}`) }),
+        ),
+      ),
+      20_000,
+      "1,000 concurrent pings",
+    );
+    results.forEach((r, i) => assertEquals(untext.decode(r.payload), `call ${i}`));
+    assertEquals(h.connections(), 1);
+    assertEquals(h.callsStarted(), 1000);
+  });
+
+  test("a server stream delivers every item in order, then ends", async () => {
+    await using h = await harness();
+    const indexes: bigint[] = [];
+    for await (const event of h.vm.watchEvents({ name: "count:200" })) indexes.push(event.index);
+    assertEquals(indexes, Array.from({ length: 200 }, (_, i) => BigInt(i)));
+  });
+
+  test("a call past its deadline fails with DEADLINE_EXCEEDED and the server aborts its handler", async () => {
+    await using h = await harness();
+    const started = performance.now();
+    const e = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("sleep:5000") }, { deadlineMs: 150 }),
+    );
+    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
+    assert(e.message.includes("health.Ping"), e.message);
+    assert(performance.now() - started < 2000, "the client waited far past its deadline");
+    await eventually("the handler was aborted", () => h.seen.aborted.length === 1);
+    // The server's deadline or the client's cancel at its deadline, whichever came first.
+    assert(["ping:4", "ping:1"].includes(h.seen.aborted[0]!), String(h.seen.aborted));
+    await eventually("no call is in flight on the server", () => h.inflightCount() === 0);
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("after") })).payload),
+      "after",
+    );
+  });
+
+  test("a server stream the client stops reading is cancelled on the server", async () => {
+    await using h = await harness();
+    let n = 0;
+    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
+      if (++n === 3) break;
+    }
+    await eventually("the stream handler was cancelled", () => h.seen.aborted.includes("watch:1"));
+    await eventually("no call is in flight", () => h.inflightCount() === 0);
+  });
+
+  test("an aborted signal cancels a unary call on both sides", async () => {
+    await using h = await harness();
+    const ac = new AbortController();
+    const call = h.health.ping({ payload: text.encode("sleep:5000") }, { signal: ac.signal });
+    await eventually("the handler started", () => h.seen.started === 1);
+    ac.abort();
+    const e = await rejection(RpcError, () => call);
+    assertEquals(e.code, Code.CANCELLED);
+    assertEquals(e.message, "health.Ping: cancelled by the caller");
+    await eventually("the handler saw the cancel", () => h.seen.aborted.includes("ping:1"));
+    await eventually("no call is in flight", () => h.inflightCount() === 0);
+  });
+
+  test("a throwing handler becomes INTERNAL, an RpcError keeps its code and message, and later calls work", async () => {
+    await using h = await harness();
+    let e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("throw") }));
+    assertEquals(e.code, Code.INTERNAL);
+    assertEquals(e.message, "boom: the handler failed");
+    assert(!isTransportFailure(e));
+    e = await rejection(RpcError, () => h.health.ping({ payload: text.encode("not-found") }));
+    assertEquals(e.code, Code.NOT_FOUND);
+    assertEquals(e.message, 'vm "web-1" does not exist');
+    assert(!isTransportFailure(e));
+    e = await rejection(RpcError, () => h.vm.list({}));
+    assertEquals(e.code, Code.UNIMPLEMENTED);
+    assertEquals(e.message, "not in this test");
+    assertEquals(
+      untext.decode((await h.health.ping({ payload: text.encode("ok") })).payload),
+      "ok",
+    );
+    assertEquals(h.connections(), 1);
+  });
+
+  test("calls over the limit of in-flight requests are refused with RESOURCE_EXHAUSTED", async () => {
+    await using h = await harness({ maxInflightRequests: 4 });
+    const outcomes = await Promise.all(Array.from(
+      { length: 10 },
+      () =>
+        h.health.ping({ payload: text.encode("sleep:300") }).then(
+          () => "ok",
+          (e: unknown) => e instanceof RpcError ? e.code : -1,
+        ),
+    ));
+    assertEquals(outcomes.filter((o) => o === "ok").length, 4);
+    assertEquals(outcomes.filter((o) => o === Code.RESOURCE_EXHAUSTED).length, 6);
+  });
+}
