@@ -95,6 +95,23 @@ export function transportContract(
     );
   });
 
+  test("a server stream without a deadline outlives the default deadline (a watch runs until cancelled)", async () => {
+    await using h = await harness({ defaultDeadlineMs: 200 });
+    const started = performance.now();
+    let n = 0;
+    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
+      if (performance.now() - started > 600) break;
+      n++;
+    }
+    assert(n > 20, `only ${n} events in 600 ms`);
+    // Unary calls still get the default deadline.
+    const e = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("sleep:5000") }),
+    );
+    assertEquals(e.code, Code.DEADLINE_EXCEEDED);
+  });
+
   test("a server stream the client stops reading is cancelled on the server", async () => {
     await using h = await harness();
     let n = 0;

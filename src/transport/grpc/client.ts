@@ -192,8 +192,8 @@ export class GrpcChannel implements CallTransport {
   ): AsyncGenerator<Uint8Array, void, undefined> {
     const label = method.label;
     this.#checkOpen(label, options.signal);
-    // No deadline from this side unless the caller gives one; the server
-    // still applies its default and maximum (limits), as on Iroh.
+    // No deadline unless the caller gives one: a stream without one (a watch)
+    // runs until cancelled, on the server too, as on Iroh.
     const deadline = options.deadlineMs === undefined
       ? Infinity
       : Date.now() + this.#deadline(options.deadlineMs, label);

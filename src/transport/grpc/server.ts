@@ -417,7 +417,10 @@ export class GrpcRpcServer {
     }
     const now = Date.now();
     const callerDeadline = deadlineMsOf(call.getDeadline());
-    const deadlineMs = Math.max(
+    // A server stream the caller gave no deadline runs until cancelled (a watch);
+    // a unary call without one gets the default. Either is capped at the maximum.
+    const unbounded = callerDeadline === Infinity && info.kind === "server_streaming";
+    const deadlineMs = unbounded ? Infinity : Math.max(
       0,
       Math.min(
         callerDeadline === Infinity ? this.#limits.defaultDeadlineMs : callerDeadline - now,
@@ -426,7 +429,7 @@ export class GrpcRpcServer {
     );
     const deadline = now + deadlineMs;
     const controller = new AbortController();
-    const timer = setTimeout(() =>
+    const timer = unbounded ? undefined : setTimeout(() =>
       controller.abort(
         new RpcError(
           Code.DEADLINE_EXCEEDED,
@@ -465,7 +468,7 @@ export class GrpcRpcServer {
       method: info,
       peer: this.#peerOf(call, address),
       signal: controller.signal,
-      deadline,
+      deadline: unbounded ? null : deadline,
     };
     return {
       ctx,

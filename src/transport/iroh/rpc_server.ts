@@ -241,7 +241,7 @@ export class IrohRpcServer {
 
 interface Call {
   readonly controller: AbortController;
-  readonly timer: ReturnType<typeof setTimeout>;
+  readonly timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 class ServerConnection {
@@ -436,12 +436,15 @@ class ServerConnection {
         ),
       );
     }
-    const deadlineMs = Math.min(
+    // A server stream the caller gave no deadline runs until cancelled (a watch);
+    // a unary call without one gets the default. Either is capped at the maximum.
+    const unbounded = frame.deadlineMs === 0 && bound.info.kind === "server_streaming";
+    const deadlineMs = unbounded ? Infinity : Math.min(
       frame.deadlineMs || this.#limits.defaultDeadlineMs,
       this.#limits.maxDeadlineMs,
     );
     const controller = new AbortController();
-    const timer = setTimeout(() =>
+    const timer = unbounded ? undefined : setTimeout(() =>
       controller.abort(
         new RpcError(
           Code.DEADLINE_EXCEEDED,
@@ -455,7 +458,7 @@ class ServerConnection {
       method: bound.info,
       peer: this.#peer,
       signal,
-      deadline: Date.now() + deadlineMs,
+      deadline: unbounded ? null : Date.now() + deadlineMs,
     };
     const payload = frame.payload;
 

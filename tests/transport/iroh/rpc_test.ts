@@ -57,7 +57,7 @@ async function harness(
     ...(onRaftMessage ? { onRaftMessage } : {}),
   });
   rpc.start();
-  const client = new IrohRpcClient({ endpoint: clientEndpoint });
+  const client = new IrohRpcClient({ endpoint: clientEndpoint, limits });
   const channel = client.peer(server.ticket());
   return {
     channel,
