@@ -14,8 +14,9 @@
  *
  * Handlers move raw bytes: grpc-js's (de)serializers pass buffers through and
  * the router's bytes-level {@link BoundMethod} decodes once. Per call: a
- * deadline (the caller's `grpc-timeout`, else `defaultDeadlineMs`, never above
- * `maxDeadlineMs`) after which the handler's signal aborts and the caller is
+ * deadline (the caller's `grpc-timeout`, else `defaultDeadlineMs` for a unary
+ * call and none for a stream, never above `maxDeadlineMs`) after which the
+ * handler's signal aborts and the caller is
  * answered DEADLINE_EXCEEDED; the caller's cancel aborts it with CANCELLED.
  * Per connection (one client's HTTP/2 session, told apart by its remote
  * address and port) at most `maxInflightRequests` calls run at once; more are

@@ -8,8 +8,9 @@
  *
  * Per connection: up to `maxConcurrentStreams` bidirectional streams (a
  * client opens one per priority class), up to `maxInflightRequests` calls at
- * once, each with a deadline (the caller's, else the default, never above
- * the maximum) after which its handler is abandoned and the caller told.
+ * once, each with a deadline (the caller's, else the default for a unary
+ * call and none for a stream, never above the maximum) after which its
+ * handler is abandoned and the caller told.
  * Garbage on any stream closes that connection with {@link RpcCloseCode.ProtocolError};
  * everyone else is unaffected.
  *
