@@ -19,6 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { firstMatch, within } from "../tests/wait.ts";
 import type * as IrohLayer from "../src/transport/iroh/mod.ts";
 
 const MESSAGE_BYTES = 64;
@@ -111,7 +112,11 @@ async function main(json: boolean): Promise<void> {
   }).spawn();
   let twoProcesses: PlaceResult;
   try {
-    const ticket = await within(readTicket(peer.stdout), WAIT_MS, "peer ticket");
+    const ticket = await within(
+      firstMatch(peer.stdout, /^ticket (\S+)$/m, "the bench peer's ticket"),
+      WAIT_MS,
+      "peer ticket",
+    );
     twoProcesses = await measurePlace(client, ticket);
   } finally {
     await peer.stdin.close().catch(() => {});
@@ -319,25 +324,6 @@ async function runPeer(allowId: string | undefined): Promise<void> {
   await serving;
 }
 
-async function readTicket(stdout: ReadableStream<Uint8Array>): Promise<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const reader = stdout.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("bench peer exited before printing its ticket");
-      buffered += decoder.decode(value, { stream: true });
-      const line = /^ticket (\S+)$/m.exec(buffered);
-      if (line !== null) return line[1]!;
-    }
-  } finally {
-    reader.releaseLock();
-    // Keep draining so the peer never blocks on a full pipe.
-    void stdout.pipeTo(new WritableStream()).catch(() => {});
-  }
-}
-
 /**
  * Where bulk time goes, per byte, inside the binding: napi-rs converts an
  * `Array<number>` argument element by element into `Vec<u8>`, and a result
@@ -398,20 +384,6 @@ function measureConversion(): { toArrayNsPerByte: number; toBytesNsPerByte: numb
   for (let i = 0; i < rounds; i++) iroh.toBytes(array);
   const toBytesNs = (performance.now() - t) * 1e6 / rounds / data.length;
   return { toArrayNsPerByte: round(toArrayNs, 2), toBytesNsPerByte: round(toBytesNs, 2) };
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function summarize(values: number[], digits: number): Summary {

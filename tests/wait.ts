@@ -27,3 +27,30 @@ export async function eventually(
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/**
+ * Reads a child's stdout until a line matches `pattern`; resolves with the
+ * first capture group. Keeps draining afterwards so the child never blocks on
+ * a full pipe. Rejects, naming `what`, if the stream ends first.
+ */
+export async function firstMatch(
+  stdout: ReadableStream<Uint8Array>,
+  pattern: RegExp,
+  what: string,
+): Promise<string> {
+  const decoder = new TextDecoder();
+  let buffered = "";
+  const reader = stdout.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${what}: the process exited first; it printed: ${buffered}`);
+      buffered += decoder.decode(value, { stream: true });
+      const match = pattern.exec(buffered);
+      if (match !== null) return match[1]!;
+    }
+  } finally {
+    reader.releaseLock();
+    void stdout.pipeTo(new WritableStream()).catch(() => {});
+  }
+}

@@ -59,6 +59,7 @@ import { type CallTransport, createClient } from "../../src/rpc/client.ts";
 import { Health } from "../../src/rpc/services.ts";
 import { healthService } from "../../src/services/health.ts";
 import { loopbackEndpoint, randomKey, within } from "../../tests/transport/iroh/helpers.ts";
+import { firstMatch } from "../../tests/wait.ts";
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -449,30 +450,15 @@ async function spawnServer(script: string, args: string[]): Promise<Spawned> {
   }).spawn();
   children.add(child);
   try {
-    const ready = await within(readReady(child.stdout), WAIT_MS, `READY from ${script}`);
+    const ready = await within(
+      firstMatch(child.stdout, /^READY (\S+)$/m, "READY"),
+      WAIT_MS,
+      `READY from ${script}`,
+    );
     return { child, ready };
   } catch (e) {
     await stopChild(child);
     throw e;
-  }
-}
-
-async function readReady(stdout: ReadableStream<Uint8Array>): Promise<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const reader = stdout.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the server exited before printing READY");
-      buffered += decoder.decode(value, { stream: true });
-      const line = /^READY (\S+)$/m.exec(buffered);
-      if (line !== null) return line[1]!;
-    }
-  } finally {
-    reader.releaseLock();
-    // Keep draining so the child never blocks on a full pipe.
-    void stdout.pipeTo(new WritableStream()).catch(() => {});
   }
 }
 

@@ -306,11 +306,6 @@ export class DualPeer implements CallTransport {
     }
     return channel;
   }
-
-  /** Forgets the transport channels (after a reload changed the transport clients). */
-  resetChannels(): void {
-    this.#channels.clear();
-  }
 }
 
 function serviceOf(method: MethodInfo): RoutedService {

@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { AgentConfig, RaftTransport, ServiceName, TransportMode } from "../config/mod.ts";
+import type { AgentConfig, ServiceName, TransportMode } from "../config/mod.ts";
 import { servicesOverIroh } from "../config/mod.ts";
 
 /** A transport. */
@@ -188,6 +188,3 @@ export function chooseBulkTransport(
   if (gi === null || gg === null) return "grpc";
   return gi > gg ? "iroh" : "grpc";
 }
-
-/** Re-exported for callers that route Raft. */
-export type { RaftTransport };

@@ -161,3 +161,16 @@ export async function nodeHome(
     ticket: toTicket({ id: endpointId, directAddresses: [`127.0.0.1:${irohPort}`] }),
   };
 }
+
+/** What every single-node config of a test shares: its home, ports and operator. */
+export async function nodeBase(
+  operatorId: string,
+): Promise<{ base: Omit<NodeSpec, "mode">; ticket: string; endpointId: string }> {
+  const ports = await freePorts();
+  const home = await nodeHome(ports.udp);
+  return {
+    base: { dataDir: home.dataDir, grpcPort: ports.tcp, irohPort: ports.udp, operatorId },
+    ticket: home.ticket,
+    endpointId: home.endpointId,
+  };
+}

@@ -10,15 +10,7 @@ import { Code, RpcError } from "../../src/rpc/errors.ts";
 import { createClient } from "../../src/rpc/client.ts";
 import { Health, Status } from "../../src/rpc/services.ts";
 import { ServiceId, Transport } from "../../src/rpc/gen/blixard/v1/common_pb.ts";
-import {
-  caller,
-  configOf,
-  eventually,
-  freePorts,
-  nodeHome,
-  type NodeSpec,
-  startAgent,
-} from "./helpers.ts";
+import { caller, configOf, eventually, nodeBase, type NodeSpec, startAgent } from "./helpers.ts";
 import { Agent } from "../../src/runner/agent.ts";
 import { silentLogger } from "../../src/util/log.ts";
 
@@ -43,17 +35,10 @@ Deno.test({
   name:
     "a client loop survives grpc → dual → dual(all) → iroh → grpc reloads: every call answered, none lost",
   async fn() {
-    const ports = await freePorts();
-    const home = await nodeHome(ports.udp);
     await using c = await caller();
-    const base = {
-      dataDir: home.dataDir,
-      grpcPort: ports.tcp,
-      irohPort: ports.udp,
-      operatorId: c.operatorId,
-    };
+    const { base, ticket } = await nodeBase(c.operatorId);
     const agent = await startAgent(configOf({ ...base, ...STEPS[0]!.spec }));
-    const peer = c.peerOf({ ...base, mode: "grpc" }, home.ticket);
+    const peer = c.peerOf({ ...base, mode: "grpc" }, ticket);
     const health = createClient(Health, peer);
     const status = createClient(Status, peer);
 
@@ -124,28 +109,12 @@ Deno.test({
   async fn() {
     await using c = await caller();
     const servedBy = async (spec: NodeSpec, ticket: string) => {
-      await using probe = await caller();
-      void probe;
       const status = createClient(Status, c.peerOf(spec, ticket));
       return (await status.getClusterStatus({})).members[0]!.services;
     };
-    const portsA = await freePorts();
-    const homeA = await nodeHome(portsA.udp);
-    const a = {
-      dataDir: homeA.dataDir,
-      grpcPort: portsA.tcp,
-      irohPort: portsA.udp,
-      operatorId: c.operatorId,
-    };
+    const { base: a, ticket: ticketA } = await nodeBase(c.operatorId);
     const reloaded = await startAgent(configOf({ ...a, ...STEPS[0]!.spec }));
-    const portsB = await freePorts();
-    const homeB = await nodeHome(portsB.udp);
-    const b = {
-      dataDir: homeB.dataDir,
-      grpcPort: portsB.tcp,
-      irohPort: portsB.udp,
-      operatorId: c.operatorId,
-    };
+    const { base: b, ticket: ticketB } = await nodeBase(c.operatorId);
     const fresh = await Agent.start(configOf({ ...b, ...STEPS[2]!.spec }), silentLogger);
     try {
       for (const step of STEPS.slice(1, 3)) {
@@ -154,8 +123,8 @@ Deno.test({
       assertEquals(reloaded.listeners(), fresh.listeners());
       assertEquals([...reloaded.plan], [...fresh.plan]);
       assertEquals(
-        await servedBy({ ...a, mode: "dual" }, homeA.ticket),
-        await servedBy({ ...b, mode: "dual" }, homeB.ticket),
+        await servedBy({ ...a, mode: "dual" }, ticketA),
+        await servedBy({ ...b, mode: "dual" }, ticketB),
       );
     } finally {
       await Promise.all([reloaded.stop(), fresh.stop()]);
@@ -167,15 +136,8 @@ Deno.test({
   ...opts,
   name: "a reload that cannot apply leaves the old configuration running, and is counted",
   async fn() {
-    const ports = await freePorts();
-    const home = await nodeHome(ports.udp);
     await using c = await caller();
-    const base = {
-      dataDir: home.dataDir,
-      grpcPort: ports.tcp,
-      irohPort: ports.udp,
-      operatorId: c.operatorId,
-    };
+    const { base, ticket } = await nodeBase(c.operatorId);
     const agent = await startAgent(configOf({ ...base, mode: "dual", preferIroh: ["health"] }));
     try {
       const changedId = await agent.reload(configOf({ ...base, mode: "grpc", nodeId: 2 }));
@@ -197,8 +159,8 @@ Deno.test({
 
       assertEquals(agent.stats.reloadsFailed, 2);
       assertEquals(agent.listeners(), ["grpc", "iroh"]);
-      assertEquals(agent.grpcAddress(), `127.0.0.1:${ports.tcp}`);
-      const health = createClient(Health, c.peerOf(base as NodeSpec, home.ticket));
+      assertEquals(agent.grpcAddress(), `127.0.0.1:${base.grpcPort}`);
+      const health = createClient(Health, c.peerOf(base as NodeSpec, ticket));
       assertEquals((await health.check({})).nodeId, 1n);
       assert(
         (await agent.metrics.text()).includes('blixard_config_reloads_total{result="failed"} 2'),
@@ -213,18 +175,11 @@ Deno.test({
   ...opts,
   name: "a reload that removes an operator key closes that operator's open connection",
   async fn() {
-    const ports = await freePorts();
-    const home = await nodeHome(ports.udp);
     await using c = await caller(["iroh"]);
-    const base = {
-      dataDir: home.dataDir,
-      grpcPort: ports.tcp,
-      irohPort: ports.udp,
-      operatorId: c.operatorId,
-    };
+    const { base, ticket } = await nodeBase(c.operatorId);
     const agent = await startAgent(configOf({ ...base, mode: "iroh" }));
     try {
-      const health = createClient(Health, c.peerOf({ ...base, mode: "iroh" }, home.ticket));
+      const health = createClient(Health, c.peerOf({ ...base, mode: "iroh" }, ticket));
       assertEquals((await health.check({})).nodeId, 1n);
       const result = await agent.reload(
         configOf({ ...base, mode: "iroh", operatorId: "ab".repeat(32) }),

@@ -24,6 +24,8 @@ export interface ContractHarness extends AsyncDisposable {
   callsStarted(): number;
   /** Connections the server has had from this client. */
   connections(): number;
+  /** Graceful server shutdown. */
+  shutdown(timeoutMs: number): Promise<{ abandoned: number }>;
 }
 
 const text = new TextEncoder();
@@ -167,5 +169,23 @@ export function transportContract(
     ));
     assertEquals(outcomes.filter((o) => o === "ok").length, 4);
     assertEquals(outcomes.filter((o) => o === Code.RESOURCE_EXHAUSTED).length, 6);
+  });
+
+  test("shutdown lets a call in flight finish, and refuses new ones with UNAVAILABLE", async () => {
+    await using h = await harness();
+    const slow = h.health.ping({ payload: text.encode("sleep:300") });
+    await eventually("the slow call started", () => h.seen.started === 1);
+    const stopping = h.shutdown(3000);
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await rejection(
+      RpcError,
+      () => h.health.ping({ payload: text.encode("late") }),
+    );
+    assertEquals(refused.code, Code.UNAVAILABLE);
+    assert(isTransportFailure(refused));
+    assert(refused.message.includes("shutting down"), refused.message);
+    assertEquals(untext.decode((await slow).payload), "sleep:300");
+    assertEquals((await stopping).abandoned, 0);
+    assertEquals(h.seen.started, 1);
   });
 }
