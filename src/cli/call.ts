@@ -12,7 +12,8 @@ import { dirname } from "node:path";
 import { type CallTransport, createClient } from "../rpc/client.ts";
 import { GrpcChannel } from "../transport/grpc/client.ts";
 import { Code, codeName, RpcError } from "../rpc/errors.ts";
-import { ServiceId, Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
+import { Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
+import { serviceNameOf } from "../names.ts";
 import { ServingStatus } from "../rpc/gen/blixard/v1/health_pb.ts";
 import { RaftRole } from "../rpc/gen/blixard/v1/status_pb.ts";
 import { Health, Status } from "../rpc/services.ts";
@@ -221,8 +222,8 @@ function short(id: string): string {
   return id.length > 12 ? `${id.slice(0, 12)}…` : id;
 }
 
-function serviceName(id: ServiceId): string {
-  return (ServiceId[id] ?? `service${id}`).toLowerCase();
+function serviceName(id: number): string {
+  return serviceNameOf(id) ?? `service${id}`;
 }
 
 function transportName(t: Transport): string {

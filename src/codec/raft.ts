@@ -3,7 +3,8 @@
  * both transports (as a frame payload on Iroh, as a bytes field on gRPC).
  *
  * Owns: the Raft message types, their byte layout and their priority classes.
- * Imports `frame.ts`, `varint.ts`, `errors.ts`; nothing of the transports.
+ * Imports `frame.ts`, `varint.ts`, `errors.ts` and `src/names.ts`; nothing of
+ * the transports.
  *
  * Payload layout: `kind` (u8), then `from`, `to`, `term` as varints, then the
  * kind's own fields in the order of its interface below. Integers are unsigned
@@ -31,9 +32,10 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 import { ByteReader, MAX_VARINT_BYTES, putUvarint } from "./varint.ts";
+import { RAFT_SERVICE_ID } from "../names.ts";
 
 /** Service id of Raft in the frame header's method field (high byte). */
-export const RAFT_SERVICE_ID = 6;
+export { RAFT_SERVICE_ID };
 
 /** Raft message kinds; the payload's first byte and the method id's low byte. */
 export const RaftMessageKind = {

@@ -12,7 +12,7 @@
  */
 
 import { parse as parseToml, TomlError } from "smol-toml";
-import { isLoopback, parseHostPort } from "./address.ts";
+import { isLoopback, parseHostPort } from "../util/address.ts";
 import { raftTransport } from "./effective.ts";
 import {
   ConfigError,

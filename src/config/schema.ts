@@ -8,18 +8,17 @@
  * typed, camelCase {@link AgentConfig} is built from its output in parse.ts.
  *
  * Owns: key names, types, defaults, bounds, cross-key rules and their error
- * text. May import: zod and ./address.ts; nothing else of the project.
+ * text. May import: zod, `src/names.ts` and `src/util/address.ts`; nothing else
+ * of the project.
  *
  * @module
  */
 
 import { z } from "zod";
-import { isLoopback, parseHostPort } from "./address.ts";
+import { SERVICE_NAMES, type ServiceName } from "../names.ts";
+import { isLoopback, parseHostPort } from "../util/address.ts";
 
-/** The client services a node serves; Raft is separate (see `raft_transport`). */
-export const SERVICE_NAMES = ["health", "status", "vm", "monitoring", "cluster"] as const;
-/** One of {@link SERVICE_NAMES}. */
-export type ServiceName = (typeof SERVICE_NAMES)[number];
+export { SERVICE_NAMES, type ServiceName };
 /** The `prefer_iroh` value that means every service of {@link SERVICE_NAMES}. */
 export const ALL_EXCEPT_RAFT = "all_except_raft";
 /** The predecessor's service names that are accepted and rewritten. */

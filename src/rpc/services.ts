@@ -5,7 +5,8 @@
  *
  * Owns: {@link ServiceInfo}, {@link MethodInfo}, {@link SERVICES}, and the
  * types that tie an implementation or a client to a declaration. Imports the
- * generated code and `@bufbuild/protobuf`; nothing of the transports.
+ * generated code, `@bufbuild/protobuf` and `src/names.ts`; nothing of the
+ * transports.
  *
  * A declaration is derived from the generated protobuf-es descriptor, so the
  * `.proto` file is the single source: service id = `ServiceId` value, method
@@ -28,9 +29,28 @@ import { StatusService } from "./gen/blixard/v1/status_pb.ts";
 import { VmService } from "./gen/blixard/v1/vm_pb.ts";
 import { MonitoringService } from "./gen/blixard/v1/monitoring_pb.ts";
 import { ClusterService } from "./gen/blixard/v1/cluster_pb.ts";
+import {
+  RAFT_SERVICE_ID,
+  SERVICE_IDS,
+  SERVICE_NAMES,
+  type ServiceName,
+  type TransportName,
+} from "../names.ts";
 
-/** Names of the client-facing services, as used in config (`prefer_iroh`) and metrics. */
-export type ServiceName = "health" | "status" | "vm" | "monitoring" | "cluster";
+export type { ServiceName };
+
+// The leaf's ids are the wire ids of proto/: check once, at load.
+for (const name of SERVICE_NAMES) {
+  const generated = ServiceId[`${name.toUpperCase()}` as keyof typeof ServiceId];
+  if (generated !== SERVICE_IDS[name]) {
+    throw new Error(
+      `names.ts: service ${name} has id ${SERVICE_IDS[name]}, proto/ says ${generated}`,
+    );
+  }
+}
+if (ServiceId.RAFT !== RAFT_SERVICE_ID) {
+  throw new Error(`names.ts: raft has id ${RAFT_SERVICE_ID}, proto/ says ${ServiceId.RAFT}`);
+}
 
 /** How a method answers. */
 export type MethodKind = "unary" | "server_streaming";
@@ -61,7 +81,8 @@ export interface ServiceInfo<S extends DescService = DescService> {
   readonly methods: readonly MethodInfo[];
 }
 
-function declare<S extends DescService>(name: ServiceName, id: ServiceId, desc: S): ServiceInfo<S> {
+function declare<S extends DescService>(name: ServiceName, desc: S): ServiceInfo<S> {
+  const id = SERVICE_IDS[name];
   const methods: MethodInfo[] = [];
   const service: ServiceInfo<S> = { name, id, desc, methods };
   desc.methods.forEach((m, i) => {
@@ -84,15 +105,15 @@ function declare<S extends DescService>(name: ServiceName, id: ServiceId, desc: 
 }
 
 /** Health: liveness and latency. */
-export const Health = declare("health", ServiceId.HEALTH, HealthService);
+export const Health = declare("health", HealthService);
 /** Status: membership and Raft state. */
-export const Status = declare("status", ServiceId.STATUS, StatusService);
+export const Status = declare("status", StatusService);
 /** Vm: the VM lifecycle. */
-export const Vm = declare("vm", ServiceId.VM, VmService);
+export const Vm = declare("vm", VmService);
 /** Monitoring: metrics and resources. */
-export const Monitoring = declare("monitoring", ServiceId.MONITORING, MonitoringService);
+export const Monitoring = declare("monitoring", MonitoringService);
 /** Cluster: membership changes. */
-export const Cluster = declare("cluster", ServiceId.CLUSTER, ClusterService);
+export const Cluster = declare("cluster", ClusterService);
 
 /** Every client-facing service, by name. */
 export const SERVICES: Readonly<Record<ServiceName, ServiceInfo>> = Object.freeze({
@@ -122,9 +143,15 @@ export function methodOf(service: ServiceInfo, name: string): MethodInfo {
 
 /** Who is calling, as the transport authenticated it. */
 export interface PeerInfo {
-  readonly transport: "iroh" | "grpc";
-  /** The Iroh endpoint id, or the gRPC peer address. */
+  readonly transport: TransportName;
+  /** The Iroh endpoint id (authenticated by the handshake), or the gRPC caller's `ip:port`. */
   readonly id: string;
+  /**
+   * gRPC over mutual TLS: the names of the caller's verified client
+   * certificate (subject CN, then DNS and IP subject alternative names).
+   * Absent without mutual TLS.
+   */
+  readonly certificateNames?: readonly string[];
 }
 
 /** What a handler knows about its call besides the request. */

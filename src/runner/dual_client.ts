@@ -17,7 +17,8 @@
 
 import { type CallTransport, createClient } from "../rpc/client.ts";
 import { Code, isTransportFailure, RpcError } from "../rpc/errors.ts";
-import { ServiceId, Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
+import { Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
+import { serviceNameOf } from "../names.ts";
 import { type CallOptions, type MethodInfo, Status } from "../rpc/services.ts";
 import {
   type CallerPolicy,
@@ -63,15 +64,6 @@ export interface DualClientOptions {
   /** Told of every retry (for the fallback metric). */
   readonly onRetry?: (service: RoutedService, from: TransportName, to: TransportName) => void;
 }
-
-const SERVICE_NAMES: Record<number, RoutedService> = {
-  [ServiceId.HEALTH]: "health",
-  [ServiceId.STATUS]: "status",
-  [ServiceId.VM]: "vm",
-  [ServiceId.MONITORING]: "monitoring",
-  [ServiceId.CLUSTER]: "cluster",
-  [ServiceId.RAFT]: "raft",
-};
 
 /** Calls to peers over the transports the rules choose. */
 export class DualClient {
@@ -207,7 +199,7 @@ export class DualPeer implements CallTransport {
         if (!self) return;
         const serving = new Map<RoutedService, TransportName[]>();
         for (const s of self.services) {
-          const name = SERVICE_NAMES[s.service];
+          const name = serviceNameOf(s.service);
           if (!name) continue;
           serving.set(
             name,
@@ -309,5 +301,5 @@ export class DualPeer implements CallTransport {
 }
 
 function serviceOf(method: MethodInfo): RoutedService {
-  return SERVICE_NAMES[method.service.id] ?? "health";
+  return method.service.name;
 }

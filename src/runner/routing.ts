@@ -20,24 +20,11 @@
  * @module
  */
 
-import type { AgentConfig, ServiceName, TransportMode } from "../config/mod.ts";
+import type { AgentConfig, TransportMode } from "../config/mod.ts";
 import { servicesOverIroh } from "../config/mod.ts";
+import { ROUTED_SERVICES, type RoutedService, type TransportName } from "../names.ts";
 
-/** A transport. */
-export type TransportName = "grpc" | "iroh";
-
-/** Everything the runner routes: the client services and Raft. */
-export type RoutedService = ServiceName | "raft";
-
-/** The services the runner serves, in a fixed order. */
-export const ROUTED_SERVICES: readonly RoutedService[] = [
-  "health",
-  "status",
-  "vm",
-  "monitoring",
-  "cluster",
-  "raft",
-];
+export { ROUTED_SERVICES, type RoutedService, type TransportName };
 
 /** How one service is served: on which transports, and which clients should try first. */
 export interface ServiceServing {

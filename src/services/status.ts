@@ -17,7 +17,8 @@ import {
   RaftRole,
   type StatusService,
 } from "../rpc/gen/blixard/v1/status_pb.ts";
-import type { ServiceImpl, ServiceName } from "../rpc/services.ts";
+import type { ServiceImpl } from "../rpc/services.ts";
+import { SERVICE_IDS, type ServiceName, type TransportName } from "../names.ts";
 
 /** A member as Status reports it. */
 export type MemberInit = MessageInitShape<typeof MemberSchema>;
@@ -44,14 +45,6 @@ export function statusService(source: StatusSource): ServiceImpl<typeof StatusSe
   };
 }
 
-const SERVICE_IDS: Record<ServiceName, ServiceId> = {
-  health: ServiceId.HEALTH,
-  status: ServiceId.STATUS,
-  vm: ServiceId.VM,
-  monitoring: ServiceId.MONITORING,
-  cluster: ServiceId.CLUSTER,
-};
-
 /** This node as described by its configuration and what it serves. */
 export interface LocalNode {
   readonly nodeId: bigint;
@@ -61,7 +54,7 @@ export interface LocalNode {
   /** For each service served: the transports it is served on and the preferred one. */
   readonly services: ReadonlyMap<
     ServiceName,
-    { transports: readonly ("grpc" | "iroh")[]; preferred: "grpc" | "iroh" }
+    { transports: readonly TransportName[]; preferred: TransportName }
   >;
 }
 
@@ -94,7 +87,7 @@ export function staticStatusSource(
         : undefined,
       grpcAddress: l.grpcAddress,
       services: [...l.services].map(([name, s]) => ({
-        service: SERVICE_IDS[name],
+        service: SERVICE_IDS[name] as ServiceId,
         transports: s.transports.map((t) => TRANSPORT[t]),
         preferred: TRANSPORT[s.preferred],
       })),

@@ -8,7 +8,7 @@ export { eventually } from "../wait.ts";
 import { type AgentConfig, configOrThrow, parseConfig } from "../../src/config/mod.ts";
 import { Agent } from "../../src/runner/agent.ts";
 import { DualClient, type DualPeer, type TransportClients } from "../../src/runner/dual_client.ts";
-import type { TransportName } from "../../src/runner/routing.ts";
+import type { TransportName } from "../../src/names.ts";
 import { GrpcRpcClient } from "../../src/transport/grpc/client.ts";
 import { createEndpoint, type IrohEndpoint } from "../../src/transport/iroh/endpoint.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";

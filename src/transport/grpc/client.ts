@@ -5,7 +5,7 @@
  *
  * Owns: {@link GrpcChannel}, {@link GrpcRpcClient}. Imports `@grpc/grpc-js`,
  * `rpc/` (client interface, errors, limits, services), the Raft codec, the
- * generated Raft envelope and `config/address.ts` (pure host:port parsing).
+ * generated Raft envelope and `util/address.ts` (pure host:port parsing).
  *
  * Failures come back as {@link RpcError}s with the server's code and message;
  * connection failures are UNAVAILABLE (grpc-js's own code for them), so
@@ -31,7 +31,7 @@ import {
   raftMessagePriority,
 } from "../../codec/raft.ts";
 import { Priority } from "../../codec/frame.ts";
-import { isLoopback, parseHostPort } from "../../config/address.ts";
+import { isLoopback, parseHostPort } from "../../util/address.ts";
 import type { CallTransport } from "../../rpc/client.ts";
 import { Code, RpcError } from "../../rpc/errors.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";

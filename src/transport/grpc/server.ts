@@ -5,7 +5,7 @@
  *
  * Owns: {@link GrpcRpcServer}. Imports `@grpc/grpc-js`, `node:net`, `rpc/`
  * (router, errors, limits, services), the Raft codec, the generated Raft
- * envelope, `config/address.ts` (pure host:port parsing), `util/log.ts` and
+ * envelope, `util/address.ts` (pure host:port parsing), `util/log.ts` and
  * this folder's errors and wire modules.
  *
  * The TCP listener is a `node:net` server whose connections are handed to
@@ -34,7 +34,7 @@ import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { decodeRaftMessage, type RaftMessage } from "../../codec/raft.ts";
-import { type HostPort, isLoopback, parseHostPort } from "../../config/address.ts";
+import { type HostPort, isLoopback, parseHostPort } from "../../util/address.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
 import { Code, RpcError, toRpcError } from "../../rpc/errors.ts";
 import { untilAborted } from "../../rpc/abort.ts";
@@ -74,8 +74,6 @@ export interface GrpcPeerInfo extends PeerInfo {
   readonly transport: "grpc";
   /** `call.getPeer()`: the remote `ip:port` of the caller's connection (also in `id`). */
   readonly address: string;
-  /** The subject CN of the client certificate, when the listener is mutual TLS. */
-  readonly certificateCn?: string;
 }
 
 /** Counters of a server, for tests and metrics. */
@@ -503,12 +501,11 @@ export class GrpcRpcServer {
 
   #peerOf(call: AnyCall, address: string): GrpcPeerInfo {
     if (this.#tls?.caFile === undefined) return { transport: "grpc", id: address, address };
-    const subject = call.getAuthContext().sslPeerCertificate?.subject;
-    const cn = subject?.CN;
-    const certificateCn = Array.isArray(cn) ? cn[0] : cn;
-    return certificateCn === undefined
+    const certificate = call.getAuthContext().sslPeerCertificate;
+    const names = certificate ? certificateNames(certificate) : [];
+    return names.length === 0
       ? { transport: "grpc", id: address, address }
-      : { transport: "grpc", id: address, address, certificateCn };
+      : { transport: "grpc", id: address, address, certificateNames: names };
   }
 
   #raftSend(call: UnaryCall, callback: grpc.sendUnaryData<Uint8Array>): void {
@@ -555,6 +552,23 @@ export class GrpcRpcServer {
     }
     callback(null, toBinary(RaftAckSchema, create(RaftAckSchema, { accepted })));
   }
+}
+
+/**
+ * The names a verified client certificate vouches for: its subject CN, then
+ * its DNS and IP subject alternative names (`"DNS:node-2, IP Address:10.0.0.2"`).
+ */
+export function certificateNames(
+  certificate: { subject?: { CN?: string | string[] }; subjectaltname?: string },
+): string[] {
+  const names: string[] = [];
+  const cn = certificate.subject?.CN;
+  for (const n of Array.isArray(cn) ? cn : cn === undefined ? [] : [cn]) names.push(n);
+  for (const part of (certificate.subjectaltname ?? "").split(",")) {
+    const m = /^\s*(DNS|IP Address):(.+?)\s*$/.exec(part);
+    if (m && !names.includes(m[2]!)) names.push(m[2]!);
+  }
+  return names;
 }
 
 /** A grpc-js deadline as `Date.now()` milliseconds; Infinity for none. */

@@ -2,7 +2,7 @@
  * TLS credentials of gRPC channels, from the PEM files the config names.
  *
  * Owns: {@link channelCredentials}. Imports `@grpc/grpc-js`, `node:tls`,
- * `config/address.ts` (pure host:port parsing) and this folder's wire and
+ * `util/address.ts` (pure host:port parsing) and this folder's wire and
  * error modules.
  *
  * Why not just `credentials.createSsl`: grpc-js always passes the target's
@@ -20,7 +20,7 @@
 import type { Buffer } from "node:buffer";
 import * as tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import type { HostPort } from "../../config/address.ts";
+import type { HostPort } from "../../util/address.ts";
 import { GrpcTransportError } from "./errors.ts";
 import { readPem } from "./wire.ts";
 

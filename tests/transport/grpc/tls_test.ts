@@ -39,7 +39,7 @@ async function tlsServer(bind: string, tls: GrpcServerTls) {
     check: real.check,
     ping(_req, ctx) {
       const peer = ctx.peer as GrpcPeerInfo;
-      const who = `${peer.transport} cn=${peer.certificateCn ?? "-"} ${peer.address}`;
+      const who = `${peer.transport} cn=${peer.certificateNames?.[0] ?? "-"} ${peer.address}`;
       return { payload: new TextEncoder().encode(who), nodeId: 1n };
     },
   });
