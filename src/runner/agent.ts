@@ -53,6 +53,7 @@ import type { Logger } from "../util/log.ts";
 import { AGENT_VERSION } from "../version.ts";
 import {
   ROUTED_SERVICES,
+  type RoutedService,
   type ServingPlan,
   servingPlan,
   type TransportName,
@@ -95,7 +96,16 @@ export function configuredPeers(config: AgentConfig): ConfiguredPeer[] {
 
 /** What a reload did, or why it did not. */
 export type ReloadResult =
-  | { readonly ok: true; readonly changes: readonly string[] }
+  | {
+    readonly ok: true;
+    /** Every change, one line each. */
+    readonly changes: readonly string[];
+    /**
+     * One line of what moved, for the operator:
+     * `"health, status: iroh → grpc; iroh listener parked"`, or `"nothing moved"`.
+     */
+    readonly summary: string;
+  }
   | { readonly ok: false; readonly error: string };
 
 /** Counters of the runner, for tests and metrics. */
@@ -373,6 +383,13 @@ export class Agent {
     }
     const before = this.#plan;
     this.#plan = servingPlan(next);
+    const moved = new Map<string, RoutedService[]>();
+    for (const s of ROUTED_SERVICES) {
+      const from = before.get(s)!.preferred;
+      const to = this.#plan.get(s)!.preferred;
+      if (from !== to) moved.set(`${from} → ${to}`, [...moved.get(`${from} → ${to}`) ?? [], s]);
+    }
+    const summary = [...moved].map(([move, services]) => `${services.join(", ")}: ${move}`);
     for (const s of ROUTED_SERVICES) {
       const a = before.get(s)!;
       const b = this.#plan.get(s)!;
@@ -388,11 +405,16 @@ export class Agent {
     // 3. Stop what is no longer needed; its calls in flight get the shutdown timeout.
     const timeout = next.limits.shutdownTimeoutMs;
     const stopping: Promise<unknown>[] = [];
+    if (newGrpc) summary.push("grpc listener started");
+    if (resumed) summary.push("iroh listener resumed");
+    if (newIroh) summary.push("iroh listener started");
     if (grpcToStop) {
       stopping.push(grpcToStop.server.shutdown(timeout));
       changes.push(`grpc listener on ${grpcToStop.address} stopped`);
+      if (!newGrpc) summary.push("grpc listener stopped");
     }
     if (irohToPark) {
+      summary.push("iroh listener parked");
       stopping.push(irohToPark.server.shutdown(timeout));
       this.#parkedIroh = irohToPark;
       changes.push(
@@ -408,7 +430,7 @@ export class Agent {
     this.metrics.configReloads.inc({ result: "ok" });
     this.#log.info("reloaded", { changes: changes.length ? changes.join("; ") : "none" });
     this.#logServing("now serving");
-    return { ok: true, changes };
+    return { ok: true, changes, summary: summary.length ? summary.join("; ") : "nothing moved" };
   }
 
   /**
