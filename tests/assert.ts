@@ -5,6 +5,7 @@
  */
 export {
   deepStrictEqual as assertEquals,
+  match as assertMatch,
   ok as assert,
   rejects as assertRejects,
   throws as assertThrows,

@@ -1,0 +1,235 @@
+/**
+ * Who may do what: cluster peers and operators are different principals.
+ *
+ * Owns: {@link Principals}, {@link principalsOf}. Pure: imports the config
+ * types, `src/names.ts`, `src/util/address.ts` and the Iroh ticket parser;
+ * does no I/O (names in peers' gRPC addresses are resolved by the caller).
+ *
+ * The rules (docs/security.md):
+ * - An Iroh connection is accepted from a peer's endpoint id or an operator
+ *   key; everyone else is refused at the handshake.
+ * - Operators may call the client services only. Raft messages are accepted
+ *   only from peers, and every message's `from` must be the node the
+ *   transport authenticated:
+ *   - over Iroh, the node whose endpoint id made the connection;
+ *   - over gRPC with mutual TLS, a node whose certificate names the host of
+ *     that node's `grpc_address` (its subject CN or a subject alternative
+ *     name);
+ *   - over gRPC without mutual TLS, only where the config accepts plaintext
+ *     peers (a loopback listener, or `grpc.allow_insecure = true`): a caller
+ *     whose IP address is that of the node's `grpc_address`. This is as
+ *     strong as the network, and peers sharing one IP (a test cluster on
+ *     loopback) cannot be told apart.
+ *
+ * @module
+ */
+
+import type { AgentConfig } from "../config/mod.ts";
+import { normalizeEndpointId, parseTicket } from "../transport/iroh/endpoint.ts";
+import { isIpv4, isIpv6, isLoopback, parseHostPort } from "../util/address.ts";
+import type { PeerInfo } from "../rpc/services.ts";
+
+/** How a node that is a peer can be recognised. */
+export interface PeerIdentity {
+  readonly nodeId: number;
+  /** Lowercase hex endpoint id, when the peer has an Iroh identity. */
+  readonly endpointId?: string;
+  /** The host of its `grpc_address` (a name or an IP literal), when it serves gRPC. */
+  readonly grpcHost?: string;
+  /** The IP addresses `grpcHost` stands for (itself when it is an IP literal). */
+  readonly grpcIps: readonly string[];
+}
+
+/** How gRPC callers are recognised as peers. */
+export type GrpcPeerAuth =
+  /** By the names in their verified client certificate (mutual TLS). */
+  | "certificate"
+  /** By their IP address: a plaintext listener the config accepts. */
+  | "address"
+  /** Not at all: server-only TLS authenticates no client; Raft over gRPC is refused. */
+  | "none";
+
+/** A refusal, for the PERMISSION_DENIED message. */
+export interface Refusal {
+  readonly reason: string;
+}
+
+/** The principals of one configuration. */
+export class Principals {
+  readonly #byEndpoint = new Map<string, PeerIdentity>();
+  readonly #byNode = new Map<number, PeerIdentity>();
+  readonly #operators: ReadonlySet<string>;
+  readonly grpcPeerAuth: GrpcPeerAuth;
+
+  constructor(
+    peers: readonly PeerIdentity[],
+    operatorKeys: readonly string[],
+    grpcPeerAuth: GrpcPeerAuth,
+  ) {
+    for (const p of peers) {
+      this.#byNode.set(p.nodeId, p);
+      if (p.endpointId) this.#byEndpoint.set(p.endpointId, p);
+    }
+    this.#operators = new Set(operatorKeys);
+    this.grpcPeerAuth = grpcPeerAuth;
+  }
+
+  /** Whether an Iroh connection from `endpointId` is accepted at all. */
+  allowsConnection(endpointId: string): boolean {
+    return this.#byEndpoint.has(endpointId) || this.#operators.has(endpointId);
+  }
+
+  /** The peer with `nodeId`, if it is one. */
+  peer(nodeId: number): PeerIdentity | undefined {
+    return this.#byNode.get(nodeId);
+  }
+
+  /** The endpoint ids allowed to connect (peers and operators). */
+  allowedEndpoints(): Set<string> {
+    return new Set([...this.#byEndpoint.keys(), ...this.#operators]);
+  }
+
+  /**
+   * Whether `caller` may deliver a Raft message from node `from`; null when
+   * it may, else why not.
+   */
+  authorizeRaft(caller: PeerInfo, from: number): Refusal | null {
+    return caller.transport === "iroh"
+      ? this.#authorizeIroh(caller.id, from)
+      : this.#authorizeGrpc(caller, from);
+  }
+
+  #authorizeIroh(endpointId: string, from: number): Refusal | null {
+    const peer = this.#byEndpoint.get(endpointId);
+    if (!peer) {
+      return {
+        reason: this.#operators.has(endpointId)
+          ? `endpoint ${
+            short(endpointId)
+          } is an operator key: operators may call the client services, not send Raft messages`
+          : `endpoint ${
+            short(endpointId)
+          } is not a cluster peer: only peers may send Raft messages`,
+      };
+    }
+    return peer.nodeId === from ? null : {
+      reason: `endpoint ${
+        short(endpointId)
+      } is node ${peer.nodeId}; it may not send Raft messages as node ${from}`,
+    };
+  }
+
+  #authorizeGrpc(caller: PeerInfo, from: number): Refusal | null {
+    const peer = this.#byNode.get(from);
+    if (!peer || peer.grpcHost === undefined) {
+      return { reason: `node ${from} is not a cluster peer with a grpc_address` };
+    }
+    switch (this.grpcPeerAuth) {
+      case "none":
+        return {
+          reason:
+            "this node's gRPC listener authenticates no client (TLS without grpc.tls.ca_file): Raft over gRPC needs mutual TLS, or grpc.allow_insecure = true to accept peers by address",
+        };
+      case "certificate": {
+        const names = caller.certificateNames ?? [];
+        if (names.some((n) => sameHost(n, peer.grpcHost!))) return null;
+        return {
+          reason: `the client certificate (${
+            names.length ? names.join(", ") : "no names"
+          }) does not name ${peer.grpcHost}, node ${from}'s grpc_address host`,
+        };
+      }
+      case "address": {
+        const ip = ipOf(caller.id);
+        if (ip !== undefined && peer.grpcIps.some((p) => sameIp(p, ip))) return null;
+        return {
+          reason: `caller ${caller.id} is not at node ${from}'s grpc_address (${peer.grpcHost})`,
+        };
+      }
+    }
+  }
+}
+
+/**
+ * The principals of `config`. `resolved` maps a peer's gRPC host name to its
+ * IP addresses (names not in it match nothing by address); IP literals and
+ * `localhost` need no entry.
+ */
+export function principalsOf(
+  config: AgentConfig,
+  resolved: ReadonlyMap<string, readonly string[]> = new Map(),
+): Principals {
+  const peers = config.cluster.peers.map((p): PeerIdentity => {
+    const endpointId = p.endpointId
+      ? normalizeEndpointId(p.endpointId)
+      : p.ticket
+      ? parseTicket(p.ticket).id
+      : undefined;
+    const host = p.grpcAddress ? parseHostPort(p.grpcAddress)?.host : undefined;
+    return {
+      nodeId: p.id,
+      ...(endpointId ? { endpointId } : {}),
+      ...(host ? { grpcHost: host } : {}),
+      grpcIps: host === undefined ? [] : ipsOf(host, resolved),
+    };
+  });
+  return new Principals(peers, config.cluster.operatorKeys, grpcPeerAuthOf(config));
+}
+
+/** How a config's gRPC listener recognises peers. */
+export function grpcPeerAuthOf(config: AgentConfig): GrpcPeerAuth {
+  const { tls, bind, allowInsecure } = config.grpc;
+  if (tls.caFile !== undefined) return "certificate";
+  if (tls.certFile !== undefined) return allowInsecure ? "address" : "none";
+  const address = parseHostPort(bind);
+  return allowInsecure || (address !== undefined && isLoopback(address)) ? "address" : "none";
+}
+
+/** The gRPC hosts of `config`'s peers that are names to resolve. */
+export function namesToResolve(config: AgentConfig): string[] {
+  const names = new Set<string>();
+  for (const p of config.cluster.peers) {
+    const host = p.grpcAddress ? parseHostPort(p.grpcAddress)?.host : undefined;
+    if (host && !isIpv4(host) && !isIpv6(host) && host.toLowerCase() !== "localhost") {
+      names.add(host);
+    }
+  }
+  return [...names];
+}
+
+function ipsOf(host: string, resolved: ReadonlyMap<string, readonly string[]>): string[] {
+  if (isIpv4(host) || isIpv6(host)) return [host];
+  if (host.toLowerCase() === "localhost") return ["127.0.0.1", "::1"];
+  return [...(resolved.get(host) ?? [])];
+}
+
+/**
+ * The IP of a gRPC caller as grpc-js names it: `"10.0.0.2:5123"`, or IPv6
+ * without brackets, `"::ffff:10.0.0.2:5123"` (brackets are accepted too).
+ */
+function ipOf(peer: string): string | undefined {
+  const colon = peer.lastIndexOf(":");
+  if (colon <= 0) return undefined;
+  const host = peer.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+  return isIpv4(host) || isIpv6(host) ? host : undefined;
+}
+
+function sameIp(a: string, b: string): boolean {
+  return unmap(a).toLowerCase() === unmap(b).toLowerCase();
+}
+
+/** `::ffff:10.0.0.2` is `10.0.0.2`. */
+function unmap(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m ? m[1]! : ip;
+}
+
+function sameHost(name: string, host: string): boolean {
+  return (isIpv4(name) || isIpv6(name)) && (isIpv4(host) || isIpv6(host))
+    ? sameIp(name, host)
+    : name.toLowerCase() === host.toLowerCase();
+}
+
+function short(id: string): string {
+  return id.length > 10 ? `${id.slice(0, 10)}…` : id;
+}
