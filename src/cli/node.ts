@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { type AgentConfig, loadConfigFile } from "../config/mod.ts";
-import { Agent } from "../runner/agent.ts";
+import { Agent } from "../node/agent.ts";
 import { createLogger } from "../util/log.ts";
 import { CliError, ExitCode, printJson, usage } from "./common.ts";
 
@@ -79,10 +79,10 @@ export async function nodeCommand(args: string[]): Promise<number> {
   await Deno.writeTextFile(join(dataDir, PID_FILE), `${Deno.pid}\n`);
 
   console.log(`node ${config.node.id} serving (mode ${config.transport.mode})`);
-  if (agent.grpcAddress()) console.log(`  grpc: ${agent.grpcAddress()}`);
-  if (agent.irohEndpoint) {
-    console.log(`  endpoint id: ${agent.irohEndpoint.id}`);
-    console.log(`  ticket: ${agent.irohTicket()}`);
+  if (agent.runner.grpcAddress()) console.log(`  grpc: ${agent.runner.grpcAddress()}`);
+  if (agent.runner.irohEndpoint) {
+    console.log(`  endpoint id: ${agent.runner.irohEndpoint.id}`);
+    console.log(`  ticket: ${agent.runner.irohTicket()}`);
   }
 
   let generation = 0;

@@ -1,120 +1,140 @@
 /**
  * The Status service: the cluster's members and this node's Raft state.
  *
- * Owns: {@link statusService} and {@link StatusSource}. Imports `rpc/` types
- * and the generated messages; nothing of the transports.
+ * Owns: {@link statusService} and the read models it answers from,
+ * {@link ListenerView} and {@link MembershipView}. Imports `rpc/` types,
+ * `src/names.ts` and the generated messages; nothing of the transports.
  *
- * Until the Raft module lands, the source is the configuration: this node
- * and its configured peers, no leader, term 0 (see {@link staticStatusSource}).
+ * A member's services list only what is really served: a service the node
+ * has an implementation of, on a listener that is up.
  *
  * @module
  */
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type MemberSchema, ServiceId, Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
 import {
-  type GetRaftStatusResponseSchema,
-  RaftRole,
-  type StatusService,
+  type MemberSchema,
+  type ServiceId,
+  type ServiceTransportsSchema,
+  Transport,
+} from "../rpc/gen/blixard/v1/common_pb.ts";
+import type {
+  GetRaftStatusResponseSchema,
+  StatusService,
 } from "../rpc/gen/blixard/v1/status_pb.ts";
 import type { ServiceImpl } from "../rpc/services.ts";
-import { SERVICE_IDS, type ServiceName, type TransportName } from "../names.ts";
+import {
+  type RoutedService,
+  SERVICE_IDS,
+  SERVICE_NAMES,
+  type ServiceName,
+  type TransportName,
+} from "../names.ts";
 
 /** A member as Status reports it. */
 export type MemberInit = MessageInitShape<typeof MemberSchema>;
 
-/** Where Status gets its answers. */
-export interface StatusSource {
-  readonly nodeId: bigint;
-  members(): MemberInit[];
-  leaderId(): bigint;
-  term(): bigint;
-  raftStatus(): MessageInitShape<typeof GetRaftStatusResponseSchema>;
+/** How one service is served by this node's configuration. */
+export interface ServiceServing {
+  readonly transports: readonly TransportName[];
+  readonly preferred: TransportName;
 }
 
-/** The Status implementation over `source`. */
-export function statusService(source: StatusSource): ServiceImpl<typeof StatusService> {
-  return {
-    getClusterStatus() {
-      const members = source.members().sort((a, b) => Number((a.nodeId ?? 0n) - (b.nodeId ?? 0n)));
-      return { members, leaderId: source.leaderId(), term: source.term(), nodeId: source.nodeId };
-    },
-    getRaftStatus() {
-      return source.raftStatus();
-    },
-  };
+/** This node's listeners as they are now (the runner implements it). */
+export interface ListenerView {
+  /** The listeners serving now. */
+  listeners(): readonly TransportName[];
+  /** What the configuration in force serves on which transport. */
+  readonly serving: ReadonlyMap<RoutedService, ServiceServing>;
+  /** `host:port` of the gRPC listener, when it runs. */
+  grpcAddress(): string | null;
+  /** The Iroh endpoint, when it runs. */
+  readonly irohEndpoint:
+    | { readonly id: string; addr(): { readonly directAddresses: readonly string[] } }
+    | null;
 }
 
-/** This node as described by its configuration and what it serves. */
-export interface LocalNode {
-  readonly nodeId: bigint;
-  readonly irohEndpointId: string;
-  readonly irohAddresses: readonly string[];
-  readonly grpcAddress: string;
-  /** For each service served: the transports it is served on and the preferred one. */
-  readonly services: ReadonlyMap<
-    ServiceName,
-    { transports: readonly TransportName[]; preferred: TransportName }
-  >;
-}
-
-/** A configured peer. */
-export interface ConfiguredPeer {
+/** A member other than this node, as far as this node knows it. */
+export interface KnownPeer {
   readonly nodeId: bigint;
   readonly endpointId: string;
   readonly addresses: readonly string[];
   readonly grpcAddress: string;
 }
 
+/** The cluster as this node knows it: its configuration today, Raft's membership later. */
+export interface MembershipView {
+  readonly nodeId: bigint;
+  peers(): readonly KnownPeer[];
+  leaderId(): bigint;
+  term(): bigint;
+  raftStatus(): MessageInitShape<typeof GetRaftStatusResponseSchema>;
+}
+
+/** What Status reads. */
+export interface StatusSources {
+  readonly listeners: ListenerView;
+  readonly membership: MembershipView;
+  /** Whether this node has an implementation of `service`. */
+  readonly implements: (service: ServiceName) => boolean;
+}
+
 const TRANSPORT = { grpc: Transport.GRPC, iroh: Transport.IROH } as const;
 
-/**
- * Status from configuration alone, before Raft: this node (with the
- * transports it serves now) and its configured peers (what they serve is not
- * known until they report it), no leader, term 0, role unspecified. Both are
- * read on every call, so a reload shows at once.
- */
-export function staticStatusSource(
-  local: () => LocalNode,
-  peers: () => readonly ConfiguredPeer[],
-): StatusSource {
-  const self = (): MemberInit => {
-    const l = local();
-    return {
-      nodeId: l.nodeId,
-      iroh: l.irohEndpointId
-        ? { endpointId: l.irohEndpointId, directAddresses: [...l.irohAddresses] }
-        : undefined,
-      grpcAddress: l.grpcAddress,
-      services: [...l.services].map(([name, s]) => ({
-        service: SERVICE_IDS[name] as ServiceId,
-        transports: s.transports.map((t) => TRANSPORT[t]),
-        preferred: TRANSPORT[s.preferred],
-      })),
-    };
-  };
-  const others = (): MemberInit[] =>
-    peers().map((p) => ({
-      nodeId: p.nodeId,
-      iroh: p.endpointId
-        ? { endpointId: p.endpointId, directAddresses: [...p.addresses] }
-        : undefined,
-      grpcAddress: p.grpcAddress,
-      services: [],
-    }));
+/** This node as a member: what it really serves, where. */
+export function localMember(sources: StatusSources): MemberInit {
+  const { listeners: view, membership } = sources;
+  const up = view.listeners();
+  const services: MessageInitShape<typeof ServiceTransportsSchema>[] = [];
+  for (const name of SERVICE_NAMES) {
+    const serving = view.serving.get(name);
+    if (!serving || !sources.implements(name)) continue;
+    const transports = serving.transports.filter((t) => up.includes(t));
+    if (transports.length === 0) continue;
+    services.push({
+      service: SERVICE_IDS[name] as ServiceId,
+      transports: transports.map((t) => TRANSPORT[t]),
+      preferred:
+        TRANSPORT[transports.includes(serving.preferred) ? serving.preferred : transports[0]!],
+    });
+  }
+  const endpoint = view.irohEndpoint;
   return {
-    nodeId: local().nodeId,
-    members: () => [self(), ...others()],
-    leaderId: () => 0n,
-    term: () => 0n,
-    raftStatus: () => ({
-      nodeId: local().nodeId,
-      term: 0n,
-      commitIndex: 0n,
-      appliedIndex: 0n,
-      role: RaftRole.UNSPECIFIED,
-      leaderId: 0n,
-      peers: [],
-    }),
+    nodeId: membership.nodeId,
+    iroh: endpoint
+      ? { endpointId: endpoint.id, directAddresses: [...endpoint.addr().directAddresses] }
+      : undefined,
+    grpcAddress: view.grpcAddress() ?? "",
+    services,
+  };
+}
+
+/** The Status implementation over `sources`. */
+export function statusService(sources: StatusSources): ServiceImpl<typeof StatusService> {
+  const { membership } = sources;
+  return {
+    getClusterStatus() {
+      const peers: MemberInit[] = membership.peers().map((p) => ({
+        nodeId: p.nodeId,
+        iroh: p.endpointId
+          ? { endpointId: p.endpointId, directAddresses: [...p.addresses] }
+          : undefined,
+        grpcAddress: p.grpcAddress,
+        // What a peer serves is its own to say: ask it.
+        services: [],
+      }));
+      const members = [localMember(sources), ...peers].sort((a, b) =>
+        Number((a.nodeId ?? 0n) - (b.nodeId ?? 0n))
+      );
+      return {
+        members,
+        leaderId: membership.leaderId(),
+        term: membership.term(),
+        nodeId: membership.nodeId,
+      };
+    },
+    getRaftStatus() {
+      return membership.raftStatus();
+    },
   };
 }

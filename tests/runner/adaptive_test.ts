@@ -11,7 +11,7 @@ import type { RaftMessage } from "../../src/codec/raft.ts";
 import { RaftMessageKind } from "../../src/codec/raft.ts";
 import { createClient } from "../../src/rpc/client.ts";
 import { Health } from "../../src/rpc/services.ts";
-import { Agent } from "../../src/runner/agent.ts";
+import { Agent } from "../../src/node/agent.ts";
 import { AdaptiveRaftRoute, type RaftLink } from "../../src/runner/adaptive.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
@@ -47,24 +47,27 @@ async function setup() {
   const home = await nodeHome(ports.udp);
   const secretKey = crypto.getRandomValues(new Uint8Array(32));
   const arrivals: string[] = [];
+  // The test's endpoint is node 2, the peer the messages come from: over Iroh
+  // by its endpoint id, over gRPC (plaintext on loopback) by its address.
   const agent = await Agent.start(
     configOf({
       dataDir: home.dataDir,
       grpcPort: ports.tcp,
       irohPort: ports.udp,
-      operatorId: endpointIdOf(secretKey),
+      operatorId: endpointIdOf(crypto.getRandomValues(new Uint8Array(32))),
       mode: "dual",
       preferIroh: ["all_except_raft"],
       raftTransport: "adaptive",
+      peers: [{ id: 2, endpointId: endpointIdOf(secretKey), grpcPort: 1 }],
     }),
     silentLogger,
-    {
-      onRaftMessage: (m, from) =>
-        arrivals.push(
-          `${RaftMessageKind.Heartbeat === m.kind ? "heartbeat" : "chunk"}:${from.transport}`,
-        ),
-    },
   );
+  agent.inbox.onReady = () => {
+    for (let d = agent.inbox.take(); d; d = agent.inbox.take()) {
+      const kind = d.message.kind === RaftMessageKind.Heartbeat ? "heartbeat" : "chunk";
+      arrivals.push(`${kind}:${d.peer.transport}`);
+    }
+  };
   const endpoint = await createEndpoint({
     secretKey,
     bindAddr: "127.0.0.1:0",

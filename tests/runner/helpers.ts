@@ -6,7 +6,7 @@
 import { createSocket } from "node:dgram";
 export { eventually } from "../wait.ts";
 import { type AgentConfig, configOrThrow, parseConfig } from "../../src/config/mod.ts";
-import { Agent } from "../../src/runner/agent.ts";
+import { Agent } from "../../src/node/agent.ts";
 import { DualClient, type DualPeer, type TransportClients } from "../../src/runner/dual_client.ts";
 import type { TransportName } from "../../src/names.ts";
 import { GrpcRpcClient } from "../../src/transport/grpc/client.ts";
@@ -38,6 +38,8 @@ export interface NodeSpec {
   readonly preferIroh?: readonly string[];
   readonly raftTransport?: "grpc" | "iroh" | "adaptive";
   readonly nodeId?: number;
+  /** Cluster peers, each with an endpoint id and a gRPC address on loopback. */
+  readonly peers?: readonly { id: number; endpointId: string; grpcPort: number }[];
 }
 
 /** The TOML of a single-node config on loopback. */
@@ -63,7 +65,11 @@ relay = "disabled"
 
 [cluster]
 operator_keys = ["${s.operatorId}"]
-
+${
+    (s.peers ?? []).map((p) =>
+      `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:1"]\ngrpc_address = "127.0.0.1:${p.grpcPort}"\n`
+    ).join("")
+  }
 [limits]
 shutdown_timeout_ms = 2000
 `;

@@ -11,7 +11,7 @@ import { createClient } from "../../src/rpc/client.ts";
 import { Health, Status } from "../../src/rpc/services.ts";
 import { ServiceId, Transport } from "../../src/rpc/gen/blixard/v1/common_pb.ts";
 import { caller, configOf, eventually, nodeBase, type NodeSpec, startAgent } from "./helpers.ts";
-import { Agent } from "../../src/runner/agent.ts";
+import { Agent } from "../../src/node/agent.ts";
 import { silentLogger } from "../../src/util/log.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -96,7 +96,7 @@ Deno.test({
     assertEquals(failures, []);
     assertEquals(answered, sent, "every call sent was answered");
     assert(answered > 100, `only ${answered} calls were made`);
-    assertEquals(agent.stats.reloadsOk, 4);
+    assert((await agent.metrics.text()).includes('blixard_config_reloads_total{result="ok"} 4'));
     // Both transports carried calls, and the switches were absorbed by retries.
     assert((c.client.stats.calls.get("iroh") ?? 0) > 0, "no call went over iroh");
     assert((c.client.stats.calls.get("grpc") ?? 0) > 0, "no call went over grpc");
@@ -120,8 +120,8 @@ Deno.test({
       for (const step of STEPS.slice(1, 3)) {
         assert((await reloaded.reload(configOf({ ...a, ...step.spec }))).ok);
       }
-      assertEquals(reloaded.listeners(), fresh.listeners());
-      assertEquals([...reloaded.plan], [...fresh.plan]);
+      assertEquals(reloaded.runner.listeners(), fresh.runner.listeners());
+      assertEquals([...reloaded.runner.serving], [...fresh.runner.serving]);
       assertEquals(
         await servedBy({ ...a, mode: "dual" }, ticketA),
         await servedBy({ ...b, mode: "dual" }, ticketB),
@@ -157,9 +157,8 @@ Deno.test({
       assert(!badPort.ok);
       assert(badPort.error.includes("cannot start a listener"), badPort.error);
 
-      assertEquals(agent.stats.reloadsFailed, 2);
-      assertEquals(agent.listeners(), ["grpc", "iroh"]);
-      assertEquals(agent.grpcAddress(), `127.0.0.1:${base.grpcPort}`);
+      assertEquals(agent.runner.listeners(), ["grpc", "iroh"]);
+      assertEquals(agent.runner.grpcAddress(), `127.0.0.1:${base.grpcPort}`);
       const health = createClient(Health, c.peerOf(base as NodeSpec, ticket));
       assertEquals((await health.check({})).nodeId, 1n);
       assert(

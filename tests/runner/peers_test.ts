@@ -8,7 +8,7 @@ import { configOrThrow, parseConfig } from "../../src/config/mod.ts";
 import { createClient } from "../../src/rpc/client.ts";
 import { Code, RpcError } from "../../src/rpc/errors.ts";
 import { Health } from "../../src/rpc/services.ts";
-import { Agent } from "../../src/runner/agent.ts";
+import { Agent } from "../../src/node/agent.ts";
 import { silentLogger } from "../../src/util/log.ts";
 import { freePorts, nodeHome } from "./helpers.ts";
 

@@ -42,18 +42,22 @@ for (const { mode, serves, route } of MODES) {
         const health = createClient(Health, peer);
         const status = createClient(Status, peer);
 
-        await t.step("Check says the node is serving", async () => {
-          const res = await health.check({});
-          assertEquals(res.status, ServingStatus.SERVING);
-          assertEquals(res.nodeId, 1n);
-        });
+        await t.step(
+          "Check answers, and says it is not serving while it knows no leader",
+          async () => {
+            const res = await health.check({});
+            assertEquals(res.status, ServingStatus.NOT_SERVING);
+            assertEquals(res.detail, "no leader known: this build runs no consensus yet");
+            assertEquals(res.nodeId, 1n);
+          },
+        );
         await t.step("Ping echoes 64 KiB byte for byte", async () => {
           const payload = crypto.getRandomValues(new Uint8Array(64 * 1024));
           const res = await health.ping({ payload, clientSendTimeNs: 42n });
           assertEquals(res.payload, payload);
           assertEquals(res.clientSendTimeNs, 42n);
         });
-        await t.step(`Status lists the node serving every service over ${mode}`, async () => {
+        await t.step(`Status lists the services the node implements, over ${mode}`, async () => {
           const res = await status.getClusterStatus({});
           assertEquals(res.members.length, 1);
           const self = res.members[0]!;
@@ -61,8 +65,9 @@ for (const { mode, serves, route } of MODES) {
           assertEquals(self.iroh?.endpointId ?? "", mode === "grpc" ? "" : home.endpointId);
           const healthServing = self.services.find((s) => s.service === ServiceId.HEALTH)!;
           assertEquals(healthServing.transports, [...serves]);
-          const vmServing = self.services.find((s) => s.service === ServiceId.VM)!;
-          assertEquals(vmServing.preferred, mode === "iroh" ? Transport.IROH : Transport.GRPC);
+          assertEquals(self.services.map((s) => s.service), [ServiceId.HEALTH, ServiceId.STATUS]);
+          const statusServing = self.services.find((s) => s.service === ServiceId.STATUS)!;
+          assertEquals(statusServing.preferred, route === "iroh" ? Transport.IROH : Transport.GRPC);
           assertEquals((await status.getRaftStatus({})).nodeId, 1n);
         });
         await t.step(

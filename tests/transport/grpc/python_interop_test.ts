@@ -14,7 +14,6 @@ import { RpcRouter } from "../../../src/rpc/router.ts";
 import { Health, Status } from "../../../src/rpc/services.ts";
 import { healthService } from "../../../src/services/health.ts";
 import { statusService } from "../../../src/services/status.ts";
-import { ServiceId, Transport } from "../../../src/rpc/gen/blixard/v1/common_pb.ts";
 
 const APT = "apt-get install -y python3-grpcio protobuf-compiler libprotobuf-dev";
 /** Debian's Python: the `python3` on PATH may be another build that cannot see Debian's modules. */
@@ -38,24 +37,30 @@ Deno.test({
       )
       .register(
         Status,
-        // The real Status implementation over a fixed source: a leader, a term, two members.
+        // The real Status implementation over fixed read models: a leader, a term, two members.
         statusService({
-          nodeId: 42n,
-          members: () => [
-            { nodeId: 43n, grpcAddress: "10.0.0.3:7400" },
-            {
-              nodeId: 42n,
-              iroh: { endpointId: "ab".repeat(32), directAddresses: ["127.0.0.1:7401"] },
-              grpcAddress: "127.0.0.1:7400",
-              services: [{
-                service: ServiceId.HEALTH,
-                transports: [Transport.GRPC, Transport.IROH],
-              }],
+          listeners: {
+            listeners: () => ["grpc", "iroh"],
+            serving: new Map([["health", { transports: ["grpc", "iroh"], preferred: "grpc" }]]),
+            grpcAddress: () => "127.0.0.1:7400",
+            irohEndpoint: {
+              id: "ab".repeat(32),
+              addr: () => ({ directAddresses: ["127.0.0.1:7401"] }),
             },
-          ],
-          leaderId: () => 43n,
-          term: () => 7n,
-          raftStatus: () => ({ nodeId: 42n }),
+          },
+          membership: {
+            nodeId: 42n,
+            peers: () => [{
+              nodeId: 43n,
+              endpointId: "",
+              addresses: [],
+              grpcAddress: "10.0.0.3:7400",
+            }],
+            leaderId: () => 43n,
+            term: () => 7n,
+            raftStatus: () => ({ nodeId: 42n }),
+          },
+          implements: (service) => service === "health",
         }),
       );
     const server = new GrpcRpcServer({ router, bind: "127.0.0.1:0", allowInsecure: false });
@@ -108,6 +113,7 @@ Deno.test({
       assertEquals(members[0].services, [{
         service: "SERVICE_ID_HEALTH",
         transports: ["TRANSPORT_GRPC", "TRANSPORT_IROH"],
+        preferred: "TRANSPORT_GRPC",
       }]);
       assertEquals(result.cluster.node_id, "42");
       assertEquals(result.cluster.leader_id, "43");
