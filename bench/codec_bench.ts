@@ -1,6 +1,6 @@
 /**
  * Codec benchmarks. The names are a contract: bench/budgets.json and
- * `deno task bench:check` look them up to gate CI (DESIGN.md section 11).
+ * `deno task bench:check` look them up to gate CI (bench/budgets.json).
  *
  * Each case does the whole job a transport does per message: encode means
  * header and payload written into a reused buffer; decode means the frame

@@ -1,6 +1,6 @@
 /**
- * The 24-byte frame header of Blixard's wire protocol (DESIGN.md section 2,
- * docs/protocol.md) and the encoders that write it.
+ * The 24-byte frame header of Blixard's wire protocol (docs/protocol.md) and
+ * the encoders that write it.
  *
  * Owns: the header layout, its constants, and encoding into caller-supplied or
  * pooled buffers. Decoding lives in `decoder.ts`. Imports only `errors.ts`.

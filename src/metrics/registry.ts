@@ -1,6 +1,6 @@
 /**
- * The agent's Prometheus metrics (DESIGN.md section 9), on a registry of its
- * own so tests and several agents in one process do not share counters.
+ * The agent's Prometheus metrics, on a registry of its own so tests and
+ * several agents in one process do not share counters.
  *
  * Owns: {@link AgentMetrics}. Imports `prom-client` only.
  *

@@ -1,6 +1,6 @@
 /**
- * The limits every transport enforces on what a peer controls (DESIGN.md
- * section 10), with their safe defaults. The config's `[limits]` section
+ * The limits every transport enforces on what a peer controls (docs/configuration.md,
+ * `[limits]`), with their safe defaults. The config's `[limits]` section
  * fills them in.
  *
  * Owns: {@link RpcLimits}, {@link DEFAULT_RPC_LIMITS}. Imports the codec's default.

@@ -20,8 +20,6 @@ import { endpointIdOf } from "../../src/transport/iroh/secret_key.ts";
 import { silentLogger } from "../../src/util/log.ts";
 import { configOf, eventually, freePorts, nodeHome } from "./helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 const heartbeat = (commit: number): RaftMessage => ({
   kind: RaftMessageKind.Heartbeat,
   from: 2,
@@ -118,7 +116,6 @@ function failing(link: RaftLink): RaftLink {
 }
 
 Deno.test({
-  ...opts,
   name:
     "adaptive sends small messages over the faster transport and bulk over the one that moves bulk faster",
   async fn() {
@@ -152,7 +149,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a slow transport loses the small messages to the other one",
   async fn() {
     const s = await setup();
@@ -176,7 +172,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a failing transport is avoided: the message is sent again over the other, and later ones go there first",
   async fn() {
@@ -206,7 +201,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a transport slow at bulk loses the snapshot chunks, whatever its latency",
   async fn() {
     const s = await setup();

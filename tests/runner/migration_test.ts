@@ -14,8 +14,6 @@ import { caller, configOf, eventually, nodeBase, type NodeSpec, startAgent } fro
 import { Agent } from "../../src/node/agent.ts";
 import { silentLogger } from "../../src/util/log.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 const STEPS: readonly {
   name: string;
   spec: Pick<NodeSpec, "mode" | "preferIroh" | "raftTransport">;
@@ -31,7 +29,6 @@ const STEPS: readonly {
 ];
 
 Deno.test({
-  ...opts,
   name:
     "a client loop survives grpc → dual → dual(all) → iroh → grpc reloads: every call answered, none lost",
   async fn() {
@@ -104,7 +101,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "starting from a config gives the same serving state as reloading into it",
   async fn() {
     await using c = await caller();
@@ -133,7 +129,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a reload that cannot apply leaves the old configuration running, and is counted",
   async fn() {
     await using c = await caller();
@@ -171,7 +166,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a reload that removes an operator key closes that operator's open connection",
   async fn() {
     await using c = await caller(["iroh"]);

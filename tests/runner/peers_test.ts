@@ -12,8 +12,6 @@ import { Agent } from "../../src/node/agent.ts";
 import { silentLogger } from "../../src/util/log.ts";
 import { freePorts, nodeHome } from "./helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 interface Node {
   id: number;
   home: { dataDir: string; endpointId: string };
@@ -50,7 +48,6 @@ const parse = (text: string) => configOrThrow(parseConfig(text));
 const DUAL_HEALTH = `[transport]\nmode = "dual"\n[transport.migration]\nprefer_iroh = ["health"]\n`;
 
 Deno.test({
-  ...opts,
   name: "a grpc node and an iroh node share no transport, and the call says so instead of trying",
   async fn() {
     const [a, b] = [await node(1), await node(2)];
@@ -76,7 +73,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a dual node calls its peer over Iroh, falls back to gRPC when the peer rolls back, and counts it",
   async fn() {

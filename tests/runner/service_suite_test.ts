@@ -12,8 +12,6 @@ import { ServingStatus } from "../../src/rpc/gen/blixard/v1/health_pb.ts";
 import { Health, Status, Vm } from "../../src/rpc/services.ts";
 import { caller, configOf, freePorts, nodeHome, type NodeSpec, startAgent } from "./helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 const MODES = [
   { mode: "grpc", serves: [Transport.GRPC], route: "grpc" },
   { mode: "iroh", serves: [Transport.IROH], route: "iroh" },
@@ -22,7 +20,6 @@ const MODES = [
 
 for (const { mode, serves, route } of MODES) {
   Deno.test({
-    ...opts,
     name: `[${mode}] the service suite: health, ping, status, unknown methods and bad requests`,
     async fn(t) {
       const ports = await freePorts();
