@@ -1,7 +1,7 @@
 /**
  * The one inbox of consensus messages, fed by both transports.
  *
- * Owns: {@link RaftInbox}, {@link INBOX_LIMITS}, {@link raftMessageBytes}.
+ * Owns: {@link RaftInbox}, {@link INBOX_LIMITS}.
  * Imports the Raft codec's types, `rpc/` (the ingress contract and errors),
  * the principals and the logger.
  *
@@ -22,7 +22,7 @@
  */
 
 import { Priority } from "../codec/frame.ts";
-import { type RaftMessage, RaftMessageKind, raftMessagePriority } from "../codec/raft.ts";
+import { type RaftMessage, raftMessageMaxBytes, raftMessagePriority } from "../codec/raft.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
 import type { RaftIngress, RaftOffer } from "../rpc/raft_ingress.ts";
 import type { PeerInfo } from "../rpc/services.ts";
@@ -58,24 +58,6 @@ const CLASSES: readonly RaftClass[] = [
   Priority.LogAppend,
   Priority.Snapshot,
 ];
-
-/** Fixed cost counted per message besides its bulk bytes. */
-const MESSAGE_OVERHEAD_BYTES = 64;
-
-/** What a message costs the inbox, in bytes: its bulk data plus a fixed overhead. */
-export function raftMessageBytes(message: RaftMessage): number {
-  switch (message.kind) {
-    case RaftMessageKind.AppendEntriesRequest: {
-      let n = MESSAGE_OVERHEAD_BYTES;
-      for (const e of message.entries) n += e.data.length + 16;
-      return n;
-    }
-    case RaftMessageKind.InstallSnapshot:
-      return MESSAGE_OVERHEAD_BYTES + message.data.length;
-    default:
-      return MESSAGE_OVERHEAD_BYTES;
-  }
-}
 
 /** A queued message and who delivered it. */
 export interface Delivery {
@@ -152,7 +134,7 @@ export class RaftInbox implements RaftIngress {
     for (const message of messages) {
       const c = raftMessagePriority(message.kind) as RaftClass;
       const q = this.#queues[c]!;
-      const bytes = raftMessageBytes(message);
+      const bytes = raftMessageMaxBytes(message);
       if (q.items.length - q.head >= q.limit.maxMessages || q.bytes + bytes > q.limit.maxBytes) {
         // The rest of the delivery is dropped too: messages of one peer stay in order.
         for (let i = accepted; i < messages.length; i++) {
@@ -176,7 +158,7 @@ export class RaftInbox implements RaftIngress {
     return n;
   }
 
-  /** Bytes waiting, over every class (as {@link raftMessageBytes} counts them). */
+  /** Bytes waiting, over every class: each message at its encoded size bound. */
   get bytes(): number {
     let n = 0;
     for (const q of this.#queues) n += q.bytes;
@@ -189,7 +171,7 @@ export class RaftInbox implements RaftIngress {
       if (q.head < q.items.length) {
         const d = q.items[q.head]!;
         q.items[q.head++] = undefined as unknown as Delivery;
-        q.bytes -= raftMessageBytes(d.message);
+        q.bytes -= raftMessageMaxBytes(d.message);
         if (q.head === q.items.length) {
           q.items.length = 0;
           q.head = 0;

@@ -83,7 +83,7 @@ Deno.test("a full class drops what does not fit and counts it, while other class
   assertEquals(inbox.stats.dropped[Priority.Snapshot], 2);
   assertEquals(inbox.offer([vote], fromPeer2).accepted, 1);
   assertEquals(inbox.size, 4);
-  assert(inbox.bytes <= 3 * 1100 + 64);
+  assert(inbox.bytes <= 3 * 1100);
 });
 
 Deno.test("the consumer is told once per turn that messages wait", async () => {
