@@ -22,6 +22,7 @@ export const SERVICE_IDS = Object.freeze(
     vm: 3,
     monitoring: 4,
     cluster: 5,
+    metadata: 7,
   } as const,
 );
 
@@ -39,7 +40,7 @@ export const RAFT_SERVICE_ID = 6;
 /** Everything the dual runner routes: the client services and Raft. */
 export type RoutedService = ServiceName | "raft";
 
-/** The routed services, in wire-id order. */
+/** The routed services: the client services in wire-id order, then Raft. */
 export const ROUTED_SERVICES: readonly RoutedService[] = Object.freeze([
   ...SERVICE_NAMES,
   "raft",

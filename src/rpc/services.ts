@@ -29,6 +29,7 @@ import { StatusService } from "./gen/blixard/v1/status_pb.ts";
 import { VmService } from "./gen/blixard/v1/vm_pb.ts";
 import { MonitoringService } from "./gen/blixard/v1/monitoring_pb.ts";
 import { ClusterService } from "./gen/blixard/v1/cluster_pb.ts";
+import { MetadataService } from "./gen/blixard/v1/metadata_pb.ts";
 import {
   RAFT_SERVICE_ID,
   SERVICE_IDS,
@@ -114,6 +115,8 @@ export const Vm = declare("vm", VmService);
 export const Monitoring = declare("monitoring", MonitoringService);
 /** Cluster: membership changes. */
 export const Cluster = declare("cluster", ClusterService);
+/** Metadata: the replicated key-value namespace. */
+export const Metadata = declare("metadata", MetadataService);
 
 /** Every client-facing service, by name. */
 export const SERVICES: Readonly<Record<ServiceName, ServiceInfo>> = Object.freeze({
@@ -122,6 +125,7 @@ export const SERVICES: Readonly<Record<ServiceName, ServiceInfo>> = Object.freez
   vm: Vm,
   monitoring: Monitoring,
   cluster: Cluster,
+  metadata: Metadata,
 });
 
 const BY_WIRE_ID = new Map<number, MethodInfo>();

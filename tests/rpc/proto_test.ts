@@ -1,7 +1,8 @@
 /**
  * The Protocol Buffers schema of proto/ and its generated code in src/rpc/gen/:
  * messages of every service survive the wire, every service has the methods
- * DESIGN.md section 3 requires, and the committed code is current.
+ * its contract requires (the services of the README, and Metadata), and the
+ * committed code is current.
  */
 
 import assert from "node:assert/strict";
@@ -76,6 +77,8 @@ import {
   RaftAckSchema,
   RaftEnvelopeSchema,
 } from "../../src/rpc/gen/blixard/v1/raft_pb.ts";
+import { file_blixard_v1_metadata } from "../../src/rpc/gen/blixard/v1/metadata_pb.ts";
+import { file_blixard_v1_state } from "../../src/rpc/gen/blixard/v1/state_pb.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -88,6 +91,8 @@ const FILES: readonly DescFile[] = [
   file_blixard_v1_monitoring,
   file_blixard_v1_cluster,
   file_blixard_v1_raft,
+  file_blixard_v1_metadata,
+  file_blixard_v1_state,
 ];
 
 /** Largest uint64, and one just past 2^53 where `number` loses precision. */
@@ -327,7 +332,7 @@ Deno.test("uint64 values past 2^53 survive the JSON mapping as decimal strings",
 });
 
 /**
- * The methods of DESIGN.md section 3, in declaration order: a method's
+ * The methods every service must have, in declaration order: a method's
  * 1-based position is its method id in Iroh frames, so order matters.
  */
 const REQUIRED: Record<string, { id: ServiceId; methods: [string, string][] }> = {
@@ -363,6 +368,16 @@ const REQUIRED: Record<string, { id: ServiceId; methods: [string, string][] }> =
     id: ServiceId.RAFT,
     methods: [["Send", "unary"]],
   },
+  "blixard.v1.MetadataService": {
+    id: ServiceId.METADATA,
+    methods: [
+      ["Get", "unary"],
+      ["Put", "unary"],
+      ["Delete", "unary"],
+      ["CompareAndSet", "unary"],
+      ["List", "unary"],
+    ],
+  },
 };
 
 Deno.test("every service has the methods the design requires, with their streaming kind", () => {
@@ -370,7 +385,7 @@ Deno.test("every service has the methods the design requires, with their streami
   assert.deepStrictEqual(
     services.map((s) => s.typeName).sort(),
     Object.keys(REQUIRED).sort(),
-    "the schema's services are exactly those of DESIGN.md section 3",
+    "the schema's services are exactly the required ones",
   );
   for (const service of services) {
     const required = REQUIRED[service.typeName];

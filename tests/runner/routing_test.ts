@@ -27,7 +27,7 @@ const summary = (p: ReturnType<typeof plan>) =>
 Deno.test("grpc and iroh modes serve everything on their one transport", () => {
   for (const [mode, t] of [["grpc", "grpc"], ["iroh", "iroh"]] as const) {
     const p = summary(plan(`[transport]\nmode = "${mode}"\n`));
-    for (const s of ["health", "status", "vm", "monitoring", "cluster", "raft"]) {
+    for (const s of ["health", "status", "vm", "monitoring", "cluster", "metadata", "raft"]) {
       assertEquals(p[s], `${t}>${t}`);
     }
   }
@@ -43,6 +43,7 @@ Deno.test("dual serves everything on both, preferring Iroh for prefer_iroh and r
     vm: "grpc+iroh>grpc",
     monitoring: "grpc+iroh>grpc",
     cluster: "grpc+iroh>grpc",
+    metadata: "grpc+iroh>grpc",
     raft: "grpc+iroh>grpc",
   });
   const all = summary(plan(
