@@ -11,7 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { type AgentConfig, loadConfigFile } from "../config/mod.ts";
+import { loadConfigFile, type LoadOptions } from "../config/mod.ts";
 import { Agent } from "../runner/agent.ts";
 import { createLogger } from "../util/log.ts";
 import { CliError, ExitCode, printJson, usage } from "./common.ts";
@@ -104,10 +104,11 @@ export interface ReloadOutput {
 const PID_FILE = "blixard.pid";
 const RELOAD_FILE = "reload_status.json";
 
-async function loadOrFail(path: string): Promise<AgentConfig> {
-  const result = await loadConfigFile(path);
+/** A valid config file's config and warnings, or a CliError with every error. */
+async function loadOrFail(path: string, options: LoadOptions = {}) {
+  const result = await loadConfigFile(path, options);
   if (!result.ok) throw new CliError(result.errors.map((e) => e.message).join("\n"));
-  return result.config;
+  return result;
 }
 
 /** Runs `blixard node ...`; resolves when the agent has stopped. */
@@ -120,8 +121,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
   const configPath = values.config;
   if (!configPath) throw usage("node", "node: --config FILE is required");
   const log = createLogger("blixard");
-  const first = await loadConfigFile(configPath, { checkFiles: true });
-  if (!first.ok) throw new CliError(first.errors.map((e) => e.message).join("\n"));
+  const first = await loadOrFail(configPath, { checkFiles: true });
   for (const w of first.warnings) log.warn(w.message);
   const config = first.config;
   const agent = await Agent.start(config, log);
@@ -262,7 +262,7 @@ async function signalAndWait(
   onPid: (pid: number) => void,
 ): Promise<ReloadReport> {
   // Only to find the node: the node reads the file again and is the judge of it.
-  const config = await loadOrFail(configPath);
+  const { config } = await loadOrFail(configPath);
   const pidPath = join(config.node.dataDir, PID_FILE);
   const pidText = await Deno.readTextFile(pidPath).catch(() => null);
   const pid = Number(pidText?.trim());
