@@ -1,38 +1,51 @@
 /**
  * `blixard health|status`: call a running node and print its answer.
  *
- * Owns: the client subcommands and their output. Imports the service
- * declarations, the typed client and the Iroh client transport.
+ * Owns: the client subcommands and their output, human and JSON
+ * (docs/cli.md). Imports the service declarations and generated messages,
+ * the typed client, and the Iroh and gRPC client transports.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
+import { type DescMessage, type JsonObject, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type CallTransport, createClient } from "../rpc/client.ts";
 import { GrpcChannel } from "../transport/grpc/client.ts";
 import { Code, codeName, RpcError } from "../rpc/errors.ts";
 import { Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
 import { serviceNameOf } from "../names.ts";
-import { ServingStatus } from "../rpc/gen/blixard/v1/health_pb.ts";
-import { RaftRole } from "../rpc/gen/blixard/v1/status_pb.ts";
+import { CheckResponseSchema, ServingStatus } from "../rpc/gen/blixard/v1/health_pb.ts";
+import {
+  GetClusterStatusResponseSchema,
+  GetRaftStatusResponseSchema,
+  RaftRole,
+} from "../rpc/gen/blixard/v1/status_pb.ts";
 import { Health, Status } from "../rpc/services.ts";
-import { createEndpoint, type RelayModeOption } from "../transport/iroh/endpoint.ts";
+import { createEndpoint, parseTicket, type RelayModeOption } from "../transport/iroh/endpoint.ts";
+import { IrohError } from "../transport/iroh/errors.ts";
 import { IrohRpcClient } from "../transport/iroh/rpc_client.ts";
 import { endpointIdOf, loadOrCreateSecretKey } from "../transport/iroh/secret_key.ts";
 import { CliError, ExitCode, formatDuration, operatorKeyPath, printJson, usage } from "./common.ts";
 
-export const CALL_HELP = `Usage: blixard health (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard status (--ticket TICKET | --addr HOST:PORT) [options]
+/** The options of `blixard health` and `blixard status`: the same, since both only call. */
+export const CALL_OPTIONS = {
+  ticket: { type: "string" },
+  addr: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  insecure: { type: "boolean" },
+  key: { type: "string" },
+  relay: { type: "string", default: "disabled" },
+  timeout: { type: "string", default: "5000" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
 
-Calls a running node, over Iroh (--ticket) or gRPC (--addr), and prints its
-answer.
-
-  health   is the node serving? its version, uptime and the round trip
-  status   the cluster's members, leader and term as the node sees them,
-           and its Raft state
-
-Options:
+/** How to reach the node: the same for every client subcommand. */
+const TARGET_OPTIONS = `Options:
   --ticket T     call over Iroh: the node's ticket (the line the node prints
                  when it starts, or 'blixard key show --addr ...' on the node)
   --addr A       call over gRPC: the node's [grpc] bind address
@@ -40,33 +53,36 @@ Options:
   --tls-cert F   gRPC: client certificate, for mutual TLS (with --tls-key)
   --tls-key F    gRPC: its private key
   --insecure     gRPC: plaintext to a non-loopback address
-  --key PATH     this operator's key file (default ${operatorKeyPath()};
-                 created on first use; its endpoint id must be listed in the
-                 node's [cluster] operator_keys)
-  --relay MODE   default | disabled (default: disabled, direct addresses only)
-  --timeout MS   how long to wait for the answer (default 5000)
-  --json         machine-readable output`;
+  --key PATH     Iroh: this operator's key file, created on first use; its
+                 endpoint id must be listed in the node's [cluster]
+                 operator_keys (default: ${operatorKeyPath()})
+  --relay MODE   Iroh: default | disabled (default: disabled, direct addresses
+                 only)
+  --timeout MS   how long to wait for the answer (default 5000)`;
+
+export const HEALTH_HELP = `Usage: blixard health (--ticket TICKET | --addr HOST:PORT) [options]
+
+Asks a running node, over Iroh (--ticket) or gRPC (--addr), whether it is
+serving, and prints its answer: its node id, state, agent version, uptime,
+and the round trip. The exit status is 1 when the node is not serving.
+
+${TARGET_OPTIONS}
+  --json         print the answer as JSON (docs/cli.md)`;
+
+export const STATUS_HELP = `Usage: blixard status (--ticket TICKET | --addr HOST:PORT) [options]
+
+Asks a running node, over Iroh (--ticket) or gRPC (--addr), for the cluster
+as it sees it: the members, their addresses and the transports of each of
+their services, the leader and term, and its own Raft state and peers.
+
+${TARGET_OPTIONS}
+  --json         print both answers as JSON (docs/cli.md)`;
 
 /** Runs `blixard health ...` or `blixard status ...`. */
 export async function callCommand(command: "health" | "status", args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      ticket: { type: "string" },
-      addr: { type: "string" },
-      "tls-ca": { type: "string" },
-      "tls-cert": { type: "string" },
-      "tls-key": { type: "string" },
-      insecure: { type: "boolean" },
-      key: { type: "string" },
-      relay: { type: "string", default: "disabled" },
-      timeout: { type: "string", default: "5000" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  const { values } = parseArgs({ args, options: CALL_OPTIONS });
   if (values.help) {
-    console.log(CALL_HELP);
+    console.log(command === "health" ? HEALTH_HELP : STATUS_HELP);
     return ExitCode.Ok;
   }
   if (!values.ticket === !values.addr) {
@@ -81,8 +97,14 @@ export async function callCommand(command: "health" | "status", args: string[]):
   }
 
   const target = values.ticket
-    ? await irohTarget(values.ticket, values.key, values.relay as RelayModeOption, timeoutMs)
-    : grpcTarget(values.addr!, values);
+    ? await irohTarget(
+      command,
+      values.ticket,
+      values.key,
+      values.relay as RelayModeOption,
+      timeoutMs,
+    )
+    : grpcTarget(command, values.addr!, values);
   const channel = target.channel;
   try {
     const options = { deadlineMs: timeoutMs };
@@ -91,7 +113,7 @@ export async function callCommand(command: "health" | "status", args: string[]):
       const res = await createClient(Health, channel).check({}, options);
       const rttMs = performance.now() - started;
       if (values.json) {
-        printJson({ ...res, status: ServingStatus[res.status], round_trip_ms: round(rttMs) });
+        printJson({ ...protoJson(CheckResponseSchema, res), roundTripMs: round(rttMs) });
       } else {
         const state = ServingStatus[res.status] ?? `status ${res.status}`;
         console.log(`node ${res.nodeId} (${target.label}): ${state}`);
@@ -110,7 +132,10 @@ export async function callCommand(command: "health" | "status", args: string[]):
       status.getRaftStatus({}, options),
     ]);
     if (values.json) {
-      printJson({ cluster, raft: { ...raft, role: RaftRole[raft.role] } });
+      printJson({
+        cluster: protoJson(GetClusterStatusResponseSchema, cluster),
+        raft: protoJson(GetRaftStatusResponseSchema, raft),
+      });
       return ExitCode.Ok;
     }
     const leader = cluster.leaderId === 0n ? "none" : `node ${cluster.leaderId}`;
@@ -159,11 +184,22 @@ interface Target {
 }
 
 async function irohTarget(
+  command: string,
   ticket: string,
   keyOption: string | undefined,
   relayMode: RelayModeOption,
   timeoutMs: number,
 ): Promise<Target> {
+  // Before anything is created: a ticket cut short in a copy and paste is the usual mistake.
+  try {
+    parseTicket(ticket);
+  } catch (e) {
+    if (!(e instanceof IrohError)) throw e;
+    throw usage(
+      command,
+      `${e.message}; copy the whole "ticket:" line the node printed`,
+    );
+  }
   const keyFile = keyOption ?? operatorKeyPath();
   await Deno.mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
   const { secretKey, created } = await loadOrCreateSecretKey(keyFile);
@@ -189,13 +225,14 @@ async function irohTarget(
 }
 
 function grpcTarget(
+  command: string,
   addr: string,
   values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string; insecure?: boolean },
 ): Target {
   const ca = values["tls-ca"];
   const cert = values["tls-cert"];
   const key = values["tls-key"];
-  if (!cert !== !key) throw usage("health", "--tls-cert and --tls-key come together");
+  if (!cert !== !key) throw usage(command, "--tls-cert and --tls-key come together");
   const tls = ca || cert
     ? { ...(ca ? { caFile: ca } : {}), ...(cert && key ? { certFile: cert, keyFile: key } : {}) }
     : undefined;
@@ -212,6 +249,19 @@ function grpcTarget(
       return Promise.resolve();
     },
   };
+}
+
+/**
+ * A message in the canonical proto3 JSON mapping: enum value names, lowerCamelCase
+ * field names, 64-bit integers as decimal strings, and every field, defaults included,
+ * so that a script finds every key whatever the values.
+ */
+function protoJson<Desc extends DescMessage>(
+  schema: Desc,
+  message: MessageShape<Desc>,
+): JsonObject {
+  // A message always maps to a JSON object (none of ours is a well-known wrapper type).
+  return toJson(schema, message, { alwaysEmitImplicit: true }) as JsonObject;
 }
 
 function round(ms: number): number {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 
 /** Exit statuses of the command line. */
 export const ExitCode = {
@@ -33,19 +33,26 @@ export function usage(command: string, message: string): CliError {
   return new CliError(`${message}\nTry 'blixard ${command} --help'.`, ExitCode.Usage);
 }
 
-/** Prints `value` as one line of JSON (bigints as strings). */
+/**
+ * Prints `value` as one line of JSON. Callers pass plain JSON values with
+ * camelCase keys (protobuf messages through `toJson`, see docs/cli.md).
+ */
 export function printJson(value: unknown): void {
-  console.log(JSON.stringify(value, (_k, v) => typeof v === "bigint" ? v.toString() : v));
+  console.log(JSON.stringify(value));
 }
 
 /**
  * Where operator commands keep their Iroh key: `$BLIXARD_OPERATOR_KEY`, else
  * `$XDG_CONFIG_HOME/blixard/operator_key`, else `~/.config/blixard/operator_key`.
+ * An empty variable counts as unset, and so does a relative
+ * `XDG_CONFIG_HOME`: the XDG Base Directory spec says both are to be ignored,
+ * and either would put the key wherever the command happens to run.
  */
 export function operatorKeyPath(): string {
   const explicit = Deno.env.get("BLIXARD_OPERATOR_KEY");
   if (explicit) return explicit;
-  const config = Deno.env.get("XDG_CONFIG_HOME") ?? join(Deno.env.get("HOME") ?? ".", ".config");
+  const xdg = Deno.env.get("XDG_CONFIG_HOME");
+  const config = xdg && isAbsolute(xdg) ? xdg : join(Deno.env.get("HOME") || ".", ".config");
   return join(config, "blixard", "operator_key");
 }
 

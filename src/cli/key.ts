@@ -16,6 +16,14 @@ import {
 } from "../transport/iroh/secret_key.ts";
 import { CliError, ExitCode, operatorKeyPath, printJson, usage } from "./common.ts";
 
+/** The options of `blixard key`. */
+export const KEY_OPTIONS = {
+  file: { type: "string" },
+  addr: { type: "string", multiple: true },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 export const KEY_HELP = `Usage: blixard key generate [--file PATH] [--json]
        blixard key show [--file PATH] [--addr HOST:PORT]... [--json]
 
@@ -30,19 +38,14 @@ Options:
   --file PATH   the key file (default: the operator key, ${operatorKeyPath()};
                 for a node, <data_dir>/iroh_secret_key)
   --addr A      an address the endpoint listens on, for the ticket (repeatable)
-  --json        machine-readable output`;
+  --json        print {"file", "endpointId", "ticket"} as JSON (docs/cli.md)`;
 
 /** Runs `blixard key ...`. */
 export async function keyCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      file: { type: "string" },
-      addr: { type: "string", multiple: true },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: KEY_OPTIONS,
   });
   const sub = positionals[0];
   if (values.help || sub === undefined) {
@@ -76,7 +79,7 @@ export async function keyCommand(args: string[]): Promise<number> {
 function report(file: string, id: string, addrs: string[], json = false, verb?: string): void {
   const ticket = addrs.length > 0 ? toTicket({ id, directAddresses: addrs }) : null;
   if (json) {
-    printJson({ file, endpoint_id: id, ticket });
+    printJson({ file, endpointId: id, ticket });
     return;
   }
   if (verb) console.error(`${verb} ${file} (mode 0600)`);

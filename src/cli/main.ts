@@ -13,11 +13,18 @@ import { ConfigError } from "../config/mod.ts";
 import { SecretKeyError } from "../transport/iroh/secret_key.ts";
 import { IrohError } from "../transport/iroh/errors.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { CALL_HELP, callCommand } from "./call.ts";
+import { CALL_OPTIONS, callCommand, HEALTH_HELP, STATUS_HELP } from "./call.ts";
 import { CliError, ExitCode, printJson } from "./common.ts";
-import { CONFIG_HELP, configCommand } from "./config.ts";
-import { KEY_HELP, keyCommand } from "./key.ts";
-import { NODE_HELP, nodeCommand, RELOAD_HELP, reloadCommand } from "./node.ts";
+import { CONFIG_HELP, CONFIG_OPTIONS, configCommand } from "./config.ts";
+import { KEY_HELP, KEY_OPTIONS, keyCommand } from "./key.ts";
+import {
+  NODE_HELP,
+  NODE_OPTIONS,
+  nodeCommand,
+  RELOAD_HELP,
+  RELOAD_OPTIONS,
+  reloadCommand,
+} from "./node.ts";
 
 export { AGENT_VERSION };
 
@@ -26,30 +33,44 @@ const HELP = `blixard ${AGENT_VERSION}: the Blixard node agent
 Usage: blixard <command> [options]     (blixard <command> --help for more)
 
 Commands:
-  node --config FILE         run the agent
-  reload --config FILE       make a running node re-read its config (SIGHUP)
-  config check FILE          validate a configuration, print the effective one
-  health --ticket T          is a node serving? (round trip, version, uptime)
-  status --ticket T          members, leader, term and Raft state of a node
-  key generate|show          the Iroh identity (endpoint id, ticket)
-  version                    agent, runtime and wire protocol versions
-  help                       this help
+  node --config FILE              run the agent
+  reload --config FILE            make a running node re-read its config
+                                  (SIGHUP) and report what moved
+  config check FILE               validate a configuration and the files it
+                                  names, print the effective one
+  health (--ticket T | --addr A)  is a node serving? over Iroh (--ticket) or
+                                  gRPC (--addr); version, uptime, round trip
+  status (--ticket T | --addr A)  members, leader, term and Raft state of a
+                                  node, over Iroh (--ticket) or gRPC (--addr)
+  key generate|show               the Iroh identity (endpoint id, ticket)
+  version                         agent, runtime and wire protocol versions
+  help [COMMAND]                  this help, or a command's
 
 Global options:
   -h, --help     help for the command
   -V, --version  same as the version command
-  --json         machine-readable output (where a command prints data)
+  --json         machine-readable output, one JSON document (docs/cli.md)
 
-Not yet: vm, cluster join|leave, dev (local 3-node cluster), gRPC clients
-(--addr); see README.md, "Status".`;
+Exit status: 0 ok, 1 failure, 2 usage error.
 
-const COMMANDS: Record<string, { help: string; run: (args: string[]) => Promise<number> }> = {
-  node: { help: NODE_HELP, run: nodeCommand },
-  reload: { help: RELOAD_HELP, run: reloadCommand },
-  config: { help: CONFIG_HELP, run: configCommand },
-  health: { help: CALL_HELP, run: (args) => callCommand("health", args) },
-  status: { help: CALL_HELP, run: (args) => callCommand("status", args) },
-  key: { help: KEY_HELP, run: keyCommand },
+Not yet: vm, cluster join|leave, dev (a local 3-node cluster); see
+README.md, "Status".`;
+
+/** A subcommand: its help text, its options (as `parseArgs` takes them) and how it runs. */
+export interface Command {
+  readonly help: string;
+  readonly options: Readonly<Record<string, { readonly type: string; readonly short?: string }>>;
+  readonly run: (args: string[]) => Promise<number>;
+}
+
+/** Every subcommand but `version` and `help`, by name. */
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  node: { help: NODE_HELP, options: NODE_OPTIONS, run: nodeCommand },
+  reload: { help: RELOAD_HELP, options: RELOAD_OPTIONS, run: reloadCommand },
+  config: { help: CONFIG_HELP, options: CONFIG_OPTIONS, run: configCommand },
+  health: { help: HEALTH_HELP, options: CALL_OPTIONS, run: (args) => callCommand("health", args) },
+  status: { help: STATUS_HELP, options: CALL_OPTIONS, run: (args) => callCommand("status", args) },
+  key: { help: KEY_HELP, options: KEY_OPTIONS, run: keyCommand },
 };
 
 /** Runs the command line with `args`; resolves with the process exit status. */
@@ -58,7 +79,11 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     if (first === undefined || first === "help" || first === "--help" || first === "-h") {
       const topic = first === "help" ? rest[0] : undefined;
-      console.log(topic && COMMANDS[topic] ? COMMANDS[topic].help : HELP);
+      if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
+        console.error(`blixard: no help for "${topic}": unknown command\nTry 'blixard --help'.`);
+        return ExitCode.Usage;
+      }
+      console.log(topic === undefined ? HELP : COMMANDS[topic]!.help);
       return ExitCode.Ok;
     }
     if (first === "version" || first === "--version" || first === "-V") {
@@ -67,7 +92,7 @@ export async function main(args: readonly string[]): Promise<number> {
       else console.log(`blixard ${info.agent} (deno ${info.deno}, wire protocol ${info.protocol})`);
       return ExitCode.Ok;
     }
-    const command = COMMANDS[first];
+    const command = Object.hasOwn(COMMANDS, first) ? COMMANDS[first] : undefined;
     if (!command) {
       const hint = first.startsWith("-") ? `unknown option ${first}` : `unknown command "${first}"`;
       console.error(`blixard: ${hint}\nTry 'blixard --help'.`);

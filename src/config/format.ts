@@ -11,7 +11,7 @@
 
 import { stringify } from "smol-toml";
 import { z } from "zod";
-import { child, tableKeys, unwrap } from "./introspect.ts";
+import { child, docOf, tableKeys, unwrap } from "./introspect.ts";
 import { configSchema, humanize } from "./schema.ts";
 import type { AgentConfig } from "./types.ts";
 
@@ -26,7 +26,7 @@ const UNITS: Readonly<Record<string, "bytes" | "ms">> = {
 /**
  * Prints a config back as a complete TOML file. Optional keys that are not
  * set appear as comments; outside mode `dual` the ignored `[transport.migration]`
- * keys are left out with a note.
+ * keys are left out with a note, and so are keys that are not supported yet.
  *
  * @example
  * ```ts
@@ -49,6 +49,13 @@ function emitTable(
   config: AgentConfig,
   header?: string,
 ): void {
+  const keys = tableKeys(schema) ?? [];
+  const notSupported = keys.map((k) => docOf(child(schema, k)!).notSupported);
+  if (header !== undefined && keys.length > 0 && notSupported.every((n) => n !== undefined)) {
+    // No key of the table may be set, so the header is a comment too.
+    out.push("", `# ${header}: not supported yet (${notSupported[0]!.until})`);
+    return;
+  }
   if (header !== undefined) out.push("", header);
   const { mode } = config.transport;
   if (path.join(".") === "transport.migration" && mode !== "dual") {
@@ -59,17 +66,18 @@ function emitTable(
     );
     return;
   }
-  const keys = tableKeys(schema) ?? [];
   const tables: string[] = [];
   const arrays: string[] = [];
-  for (const key of keys) {
+  keys.forEach((key, i) => {
     const keySchema = unwrap(child(schema, key)!);
     if (keySchema instanceof z.ZodObject) tables.push(key);
     else if (keySchema instanceof z.ZodArray && unwrap(keySchema.element) instanceof z.ZodObject) {
       arrays.push(key);
+    } else if (notSupported[i] !== undefined) {
+      out.push(`# ${key}: not supported yet (${notSupported[i].until})`);
     } else if (value[key] === undefined) out.push(`# ${key}: not set`);
     else out.push(`${key} = ${tomlValue(value[key])}${unitComment(key, value[key])}`);
-  }
+  });
   for (const key of tables) {
     const sub = [...path, key];
     emitTable(

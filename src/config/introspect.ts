@@ -129,6 +129,9 @@ export function sameType(schema: Schema, value: unknown): boolean {
 /** The allowed values of a value schema, as the phrase after "expected". */
 export function allowedOf(schema: Schema): string {
   const doc = docOf(schema);
+  if (doc.notSupported !== undefined) {
+    return `nothing yet (not supported); once built: ${allowedOf(unwrap(schema))}`;
+  }
   if (doc.allowed !== undefined) return doc.allowed;
   const s = unwrap(schema);
   if (s instanceof z.ZodEnum) return oneOf(s.options.map((o) => JSON.stringify(o)));

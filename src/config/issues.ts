@@ -25,7 +25,9 @@ import {
 /**
  * Kinds of config problems; tests and callers match on these, not on text.
  *
- * - `unreadable_file`: the file cannot be read.
+ * - `unreadable_file`: the config file, or a file it names, cannot be read.
+ * - `unwritable_path`: a file or directory the node creates (its secret key,
+ *   its data directory) cannot be created where the config puts it.
  * - `toml_syntax`: the text is not TOML (the issue has `line` and `column`).
  * - `missing_key`: a required key is absent.
  * - `unknown_key`: a key the schema does not have (often a typo).
@@ -34,20 +36,26 @@ import {
  * - `out_of_range`: a number outside its bounds.
  * - `duplicate`: a peer id, endpoint id or operator key given twice.
  * - `conflict`: keys that contradict each other.
+ * - `not_supported`: a key whose feature is not built yet.
  * - `insecure`: a listener exposed without protection (an error), or
- *   exposed on purpose (a warning).
+ *   exposed on purpose (a warning); a secret key file others can access.
  * - `ignored_key`: a key that has no effect in this configuration (warning).
+ * - `implied_mode`: `transport.mode` was not set and was taken as `"dual"`
+ *   because the file has a `[transport.migration]` section (warning).
  * - `relative_path`: a path that depends on the working directory (warning).
  * - `unreachable_peer`: a peer the agent has no way to dial yet (warning).
  */
 export type ConfigIssueCode =
   | "unreadable_file"
+  | "unwritable_path"
   | "toml_syntax"
   | "missing_key"
   | "unknown_key"
   | "wrong_type"
   | "out_of_range"
+  | "not_supported"
   | "ignored_key"
+  | "implied_mode"
   | "relative_path"
   | "unreachable_peer"
   | RuleCode;

@@ -4,8 +4,9 @@
  * bad value and what is allowed. docs/configuration.md lists every key.
  *
  * Owns: the public face of src/config/. src/config/ imports nothing else of
- * the project (only zod, smol-toml and Deno's file API), so any part of the
- * agent may import it.
+ * the project but the leaves `src/names.ts` and `src/util/address.ts` (and
+ * zod, smol-toml, node:path and Deno's file API), so any part of the agent
+ * may import it.
  *
  * @example Check a file as `blixard config check` does
  * ```ts
@@ -20,12 +21,21 @@
  * }
  * ```
  *
- * Files are read with {@link loadConfigFile}, which puts the path in every message.
+ * Files are read with {@link loadConfigFile}, which puts the path in every
+ * message; {@link checkConfigFiles} checks the files a config names (TLS,
+ * the secret key, the data directory) on disk.
  *
  * @module
  */
 
-export { configOrThrow, type ConfigResult, loadConfigFile, parseConfig } from "./parse.ts";
+export {
+  configOrThrow,
+  type ConfigResult,
+  loadConfigFile,
+  type LoadOptions,
+  parseConfig,
+} from "./parse.ts";
+export { checkConfigFiles } from "./files.ts";
 export { ConfigError, type ConfigIssue, type ConfigIssueCode } from "./issues.ts";
 export { formatEffectiveConfig } from "./format.ts";
 export { raftTransport, servicesOverIroh } from "./effective.ts";
@@ -45,7 +55,6 @@ export type {
   GrpcTlsConfig,
   IrohConfig,
   LimitsConfig,
-  MetricsConfig,
   MigrationConfig,
   NodeConfig,
   PeerConfig,
@@ -55,6 +64,4 @@ export type {
   ServiceName,
   TransportConfig,
   TransportMode,
-  VmBackend,
-  VmConfig,
 } from "./types.ts";

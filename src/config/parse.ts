@@ -4,9 +4,10 @@
  * ranges, unknown keys, cross-key rules), then warnings about keys that are
  * valid but probably not what the operator meant.
  *
- * Owns: parseConfig, loadConfigFile, the snake_case → camelCase mapping and
- * the warnings. May import: smol-toml, zod, the other files of src/config/;
- * nothing else of the project.
+ * Owns: parseConfig, loadConfigFile, the snake_case → camelCase mapping,
+ * the mode a file implies, refusing keys that are not supported yet, and the
+ * warnings. May import: smol-toml, zod, the other files of src/config/,
+ * `src/util/address.ts`; nothing else of the project.
  *
  * @module
  */
@@ -14,10 +15,13 @@
 import { parse as parseToml, TomlError } from "smol-toml";
 import { isLoopback, parseHostPort } from "../util/address.ts";
 import { raftTransport } from "./effective.ts";
+import { checkConfigFiles } from "./files.ts";
+import { docOf, keyPaths, schemaAt } from "./introspect.ts";
 import {
   ConfigError,
   type ConfigIssue,
   DEFAULT_MESSAGE,
+  formatPath,
   formatValue,
   toConfigIssues,
 } from "./issues.ts";
@@ -57,25 +61,50 @@ export type ConfigResult =
  */
 export function parseConfig(text: string, source?: string): ConfigResult {
   const prefix = source ?? "config";
-  let input: Record<string, unknown>;
+  let file: Record<string, unknown>;
   try {
-    input = parseToml(text);
+    file = parseToml(text);
   } catch (e) {
     return { ok: false, errors: [syntaxIssue(e, prefix)] };
   }
+  const { input, refused } = withoutUnsupportedKeys(file, prefix);
   const parsed = configSchema.safeParse(input, { error: () => DEFAULT_MESSAGE });
-  if (!parsed.success) {
-    return { ok: false, errors: toConfigIssues(parsed.error.issues, input, prefix) };
+  if (!parsed.success || refused.length > 0) {
+    const errors = parsed.success ? [] : toConfigIssues(parsed.error.issues, input, prefix);
+    return { ok: false, errors: [...errors, ...refused] };
   }
-  const config = deepFreeze(toAgentConfig(parsed.data));
-  return { ok: true, config, warnings: Object.freeze(warningsOf(config, input, prefix)) };
+  const impliedDual = impliesDual(input);
+  const config = deepFreeze(toAgentConfig(parsed.data, impliedDual));
+  const warnings = warningsOf(config, input, prefix);
+  if (impliedDual) {
+    warnings.unshift({
+      code: "implied_mode",
+      path: "transport.mode",
+      message:
+        `${prefix}: transport.mode: not set, so taken as "dual": the file has a [transport.migration] section, and "dual" is the only mode that reads it (without the section the mode would be "grpc"); write mode = "dual" to say so`,
+    });
+  }
+  return { ok: true, config, warnings: Object.freeze(warnings) };
+}
+
+/** Options of {@link loadConfigFile}. */
+export interface LoadOptions {
+  /**
+   * Also check the files the config names ({@link checkConfigFiles}): what
+   * `blixard config check` and `blixard node` do. Default false.
+   */
+  readonly checkFiles?: boolean;
 }
 
 /**
- * Reads and parses a config file. A file that cannot be read is an
- * `unreadable_file` error naming the path and the reason; it never throws.
+ * Reads and parses a config file, and with `checkFiles` checks the files it
+ * names. A file that cannot be read is an `unreadable_file` error naming the
+ * path and the reason; it never throws.
  */
-export async function loadConfigFile(path: string): Promise<ConfigResult> {
+export async function loadConfigFile(
+  path: string,
+  options: LoadOptions = {},
+): Promise<ConfigResult> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -96,7 +125,10 @@ export async function loadConfigFile(path: string): Promise<ConfigResult> {
       }],
     };
   }
-  return parseConfig(text, path);
+  const result = parseConfig(text, path);
+  if (!result.ok || !options.checkFiles) return result;
+  const errors = await checkConfigFiles(result.config, path);
+  return errors.length === 0 ? result : { ok: false, errors };
 }
 
 /**
@@ -146,8 +178,68 @@ function defined<T extends Record<string, unknown>>(fields: T): Partial<T> {
   >;
 }
 
-function toAgentConfig(file: ConfigFile): AgentConfig {
-  const { node, transport, grpc, iroh, cluster, metrics, vm, limits } = file;
+/**
+ * Whether the file has `[transport.migration]` and no `transport.mode`.
+ * Such a file is read as mode "dual": it is how the predecessor's rollout
+ * plan writes its middle stages, and read as the default "grpc" it would move
+ * every service off Iroh on reload, with nothing but a log line to say so.
+ */
+function impliesDual(input: Record<string, unknown>): boolean {
+  const transport = input.transport;
+  return isTable(transport) && transport.migration !== undefined && transport.mode === undefined;
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value) &&
+    !(value instanceof Date);
+}
+
+/**
+ * The file without the keys that are not supported yet, and a
+ * `not_supported` error for each one it set. Only those keys are taken out,
+ * so every other problem of the file is still reported in the same pass.
+ */
+function withoutUnsupportedKeys(
+  file: Record<string, unknown>,
+  prefix: string,
+): { input: Record<string, unknown>; refused: ConfigIssue[] } {
+  let input = file;
+  const refused: ConfigIssue[] = [];
+  for (const path of UNSUPPORTED) {
+    const [table, key] = path.keys;
+    const section = input[table];
+    if (!isTable(section) || !Object.hasOwn(section, key)) continue;
+    const { [key]: value, ...rest } = section;
+    input = { ...input, [table]: rest };
+    const at = formatPath(path.keys);
+    refused.push({
+      code: "not_supported",
+      path: at,
+      message: `${prefix}: ${at} = ${
+        formatValue(value)
+      }: not supported yet: ${path.what} (${path.until}); remove the key`,
+    });
+  }
+  return { input, refused };
+}
+
+/** The keys that are not supported yet, from the schema's docs. All are `[table] key`. */
+const UNSUPPORTED: readonly { keys: [string, string]; what: string; until: string }[] = keyPaths(
+  configSchema,
+).flatMap((keys) => {
+  const schema = schemaAt(configSchema, keys);
+  const notSupported = schema === undefined ? undefined : docOf(schema).notSupported;
+  if (notSupported === undefined) return [];
+  if (keys.length !== 2) throw new Error(`not-supported key ${keys.join(".")} is not [table] key`);
+  return [{ keys: [keys[0]!, keys[1]!] as [string, string], ...notSupported }];
+});
+
+function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
+  const { node, grpc, iroh, cluster, limits } = file;
+  const transport = {
+    ...file.transport,
+    mode: impliedDual ? "dual" as const : file.transport.mode,
+  };
   const m = transport.migration;
   // Outside mode "dual" the migration keys mean nothing; hold the defaults so
   // that the effective config (and its printout) says so.
@@ -186,8 +278,6 @@ function toAgentConfig(file: ConfigFile): AgentConfig {
       })),
       operatorKeys: [...cluster.operator_keys],
     },
-    metrics: { bind: metrics.bind, enabled: metrics.enabled },
-    vm: { backend: vm.backend },
     limits: {
       maxFrameBytes: limits.max_frame_bytes,
       maxInflightRequests: limits.max_inflight_requests,

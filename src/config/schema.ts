@@ -31,10 +31,8 @@ export type TransportMode = (typeof TRANSPORT_MODES)[number];
 export const RAFT_TRANSPORTS = ["grpc", "iroh", "adaptive"] as const;
 /** How Raft messages travel: `transport.migration.raft_transport`. */
 export type RaftTransport = (typeof RAFT_TRANSPORTS)[number];
-/** Values of `vm.backend`. */
+/** Values `vm.backend` will take (not supported yet). */
 export const VM_BACKENDS = ["qemu", "process"] as const;
-/** What runs a VM: `vm.backend`. */
-export type VmBackend = (typeof VM_BACKENDS)[number];
 /** The named values of `iroh.relay` (the alternative is a list of URLs). */
 export const RELAY_MODES = ["default", "disabled"] as const;
 
@@ -44,7 +42,6 @@ export const DEFAULTS = {
   grpcBind: "127.0.0.1:7400",
   irohBind: "0.0.0.0:7401",
   irohAlpn: "blixard/1",
-  metricsBind: "127.0.0.1:9464",
   secretKeyFileName: "iroh_secret_key",
   maxFrameBytes: 16 * 1024 * 1024,
   maxInflightRequests: 1024,
@@ -62,6 +59,11 @@ export interface KeyDoc {
   readonly allowed?: string;
   /** The default, when it is not a constant. */
   readonly defaultText?: string;
+  /**
+   * Set on a key whose feature is not built yet: a file that sets the key is
+   * refused (issue code `not_supported`) with `what` and `until` in the message.
+   */
+  readonly notSupported?: { readonly what: string; readonly until: string };
 }
 
 /**
@@ -73,6 +75,25 @@ export const keyDocs = z.registry<KeyDoc>();
 function documented<T extends z.ZodType>(schema: T, doc: KeyDoc): T {
   keyDocs.add(schema, { ...keyDocs.get(schema), ...doc });
   return schema;
+}
+
+/**
+ * A key whose feature is not built yet: documented as it will be, with its
+ * type and allowed values, but refused wherever a file sets it (parse.ts reads
+ * `notSupported`), so that no file says something the agent does not do.
+ */
+function notYet<T extends z.ZodType>(
+  schema: T,
+  notSupported: { what: string; until: string },
+  description: string,
+) {
+  return documented(schema.optional(), {
+    description:
+      `**Not supported yet:** ${notSupported.what} (${notSupported.until}); a file that sets this key is refused. Once built: ${
+        description.charAt(0).toLowerCase()
+      }${description.slice(1)}`,
+    notSupported,
+  });
 }
 
 /** The issue codes the schema's own checks raise (in `params.code`). */
@@ -233,6 +254,14 @@ const node = documented(nodeTable.prefault({} as z.input<typeof nodeTable>), {
 
 const PREFER_IROH_VALUES = [...SERVICE_NAMES, ...Object.keys(SERVICE_ALIASES), ALL_EXCEPT_RAFT];
 
+/** `"health", "status", "vm" (alias "vm_ops"), ...`: every service name, with its aliases. */
+const SERVICE_LIST = SERVICE_NAMES.map((name) => {
+  const aliases = Object.keys(SERVICE_ALIASES).filter((a) => SERVICE_ALIASES[a] === name);
+  return aliases.length
+    ? `"${name}" (alias ${aliases.map((a) => `"${a}"`).join(", ")})`
+    : `"${name}"`;
+}).join(", ");
+
 const preferIrohEntry = documented(
   z.enum(PREFER_IROH_VALUES as [string, ...string[]], {
     error: (issue) =>
@@ -241,8 +270,7 @@ const preferIrohEntry = documented(
         : undefined,
   }),
   {
-    allowed:
-      `"health", "status", "vm" (alias "vm_ops"), "monitoring", "cluster", or "${ALL_EXCEPT_RAFT}" alone`,
+    allowed: `${SERVICE_LIST}, or "${ALL_EXCEPT_RAFT}" alone`,
   },
 );
 
@@ -263,8 +291,7 @@ const migration = documented(
       {
         description:
           `The services a \`dual\` node serves and calls over Iroh; the rest use gRPC. \`["${ALL_EXCEPT_RAFT}"]\` names every service. The predecessor's \`"vm_ops"\` is read as \`"vm"\`. Raft is never listed here: it has \`raft_transport\`.`,
-        allowed:
-          `a list of "health", "status", "vm" (alias "vm_ops"), "monitoring", "cluster"; or ["${ALL_EXCEPT_RAFT}"]`,
+        allowed: `a list of ${SERVICE_LIST}; or ["${ALL_EXCEPT_RAFT}"]`,
       },
     ),
     raft_transport: documented(z.enum(RAFT_TRANSPORTS).default("grpc"), {
@@ -278,7 +305,7 @@ const migration = documented(
   }).prefault({}),
   {
     description:
-      'How a `dual` node splits the work between the transports. Ignored, with a warning, when `mode` is `"grpc"` or `"iroh"`.',
+      'How a `dual` node splits the work between the transports. A file with this section and no `transport.mode` is read as `mode = "dual"`. With an explicit `mode = "grpc"` or `"iroh"` its keys are ignored, with a warning, never refused, so rolling back is the one-line change `mode = "grpc"` however much of this section is left.',
   },
 );
 
@@ -286,7 +313,8 @@ const transport = documented(
   z.strictObject({
     mode: documented(z.enum(TRANSPORT_MODES).default("grpc"), {
       description:
-        "`grpc`: every service and Raft over gRPC (the established transport, and the rollback target). `dual`: both listeners; `[transport.migration]` says which services prefer Iroh. `iroh`: every service and Raft over Iroh. A change takes effect on SIGHUP or restart.",
+        '`grpc`: every service and Raft over gRPC (the established transport, and the rollback target). `dual`: both listeners; `[transport.migration]` says which services prefer Iroh. `iroh`: every service and Raft over Iroh. A change takes effect on SIGHUP or restart. When the key is absent the mode is `"grpc"`, unless the file has a `[transport.migration]` section: then it is `"dual"`, the only mode that reads that section, so that a file written as a stage of the rollout (a `[transport.migration]` section alone) does not silently move every service back to gRPC. `blixard config check` says when it took the mode as `"dual"`.',
+      defaultText: '"grpc"; "dual" in a file with a [transport.migration] section',
     }),
     migration,
   }).prefault({}),
@@ -460,28 +488,41 @@ const cluster = documented(
   { description: "Who is in the cluster and who may talk to it." },
 );
 
+const METRICS_NOT_BUILT = "the metrics endpoint is not built yet";
+
 const metrics = documented(
   z.strictObject({
-    bind: documented(
-      address({ bind: true, ipOnly: false, example: "0.0.0.0:9464" }).default(DEFAULTS.metricsBind),
-      {
-        description:
-          "Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Loopback by default; open it to the Prometheus host deliberately.",
-      },
+    bind: notYet(
+      address({ bind: true, ipOnly: false, example: "0.0.0.0:9464" }),
+      { what: "the agent serves no /metrics, /healthz or /readyz", until: METRICS_NOT_BUILT },
+      "Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Loopback by default; open it to the Prometheus host deliberately.",
     ),
-    enabled: documented(boolean().default(true), { description: "Serve metrics at all." }),
+    enabled: notYet(
+      boolean(),
+      { what: "there is no metrics endpoint to switch on or off", until: METRICS_NOT_BUILT },
+      "Serve metrics at all.",
+    ),
   }).prefault({}),
-  { description: "Prometheus metrics and health endpoints." },
+  {
+    description:
+      `Prometheus metrics and health endpoints. **Not supported yet** (${METRICS_NOT_BUILT}): a file that sets any key of this table is refused.`,
+  },
 );
+
+const VMS_NOT_BUILT = "the VM backends are not built yet";
 
 const vm = documented(
   z.strictObject({
-    backend: documented(z.enum(VM_BACKENDS).default("process"), {
-      description:
-        "What runs VMs placed on this node: `qemu` (a hypervisor process driven over QMP) or `process` (any command; for tests and custom runners).",
-    }),
+    backend: notYet(
+      z.enum(VM_BACKENDS),
+      { what: "the agent runs no VMs", until: VMS_NOT_BUILT },
+      "What runs VMs placed on this node: `qemu` (a hypervisor process driven over QMP) or `process` (any command; for tests and custom runners).",
+    ),
   }).prefault({}),
-  { description: "The VM backend." },
+  {
+    description:
+      `The VM backend. **Not supported yet** (${VMS_NOT_BUILT}): a file that sets any key of this table is refused.`,
+  },
 );
 
 const limits = documented(
@@ -504,7 +545,7 @@ const limits = documented(
       integer(5, 1024).default(DEFAULTS.maxConcurrentStreams),
       {
         description:
-          "Streams a single connection may open. At least 5: one per priority class (election, heartbeat, log append, snapshot, service).",
+          "Streams a single Iroh connection may open. At least 5: one per priority class (election, heartbeat, log append, snapshot, service). gRPC connections are not limited by this key.",
       },
     ),
     request_deadline_ms: documented(
@@ -544,11 +585,14 @@ const limits = documented(
 
 /** Rules that span tables, as docs/configuration.md lists them. */
 export const RULES: readonly string[] = [
-  '`transport.mode = "grpc"` carries every service and Raft over gRPC, and `transport.mode = "iroh"` every service and Raft over Iroh; in both, keys of `[transport.migration]` are ignored with a warning, so an emergency rollback is the one-line change `mode = "grpc"`.',
+  'A file that has a `[transport.migration]` section and no `transport.mode` is read as `mode = "dual"`, the only mode where migration means anything (a rollout stage written as the section alone stays on Iroh); `blixard config check` says so. Without the section the mode defaults to `"grpc"`.',
+  '`transport.mode = "grpc"` carries every service and Raft over gRPC, and `transport.mode = "iroh"` every service and Raft over Iroh; in both, keys of `[transport.migration]` are ignored with a warning, never refused, so an emergency rollback is the one-line change `mode = "grpc"`.',
   "A non-loopback `grpc.bind` needs `grpc.tls.cert_file` and `grpc.tls.key_file`, or `grpc.allow_insecure = true`.",
   "`grpc.tls.cert_file` and `key_file` come together; `ca_file` needs both.",
   "Every `[[cluster.peers]]` has `endpoint_id` or `ticket`; peer ids and endpoint ids are unique, and no peer has this node's `node.id`.",
   "`limits.request_deadline_ms` is at most `limits.max_request_deadline_ms`.",
+  "Not supported yet, and refused when set: `metrics.bind` and `metrics.enabled` (the metrics endpoint is not built yet), `vm.backend` (the VM backends are not built yet).",
+  "`blixard config check` and `blixard node` also check the files the config names: `grpc.tls.cert_file`, `key_file` and `ca_file` must be readable; `iroh.secret_key_file`, if it exists, must be a readable regular file that group and others cannot access, and if it does not, its directory must exist or be creatable; `node.data_dir` must be a directory or creatable.",
 ];
 
 /** The schema of the whole file, in the file's own snake_case. */

@@ -9,19 +9,20 @@
  * @module
  */
 
-import type { RaftTransport, ServiceName, TransportMode, VmBackend } from "./schema.ts";
+import type { RaftTransport, ServiceName, TransportMode } from "./schema.ts";
 
-export type { RaftTransport, ServiceName, TransportMode, VmBackend };
+export type { RaftTransport, ServiceName, TransportMode };
 
-/** The whole configuration of one agent. */
+/**
+ * The whole configuration of one agent. The keys that are not supported yet
+ * (`[metrics]`, `[vm]`) have no field: a file that sets them is refused.
+ */
 export interface AgentConfig {
   readonly node: NodeConfig;
   readonly transport: TransportConfig;
   readonly grpc: GrpcConfig;
   readonly iroh: IrohConfig;
   readonly cluster: ClusterConfig;
-  readonly metrics: MetricsConfig;
-  readonly vm: VmConfig;
   readonly limits: LimitsConfig;
 }
 
@@ -34,6 +35,10 @@ export interface NodeConfig {
 
 /** `[transport]`. */
 export interface TransportConfig {
+  /**
+   * As the file sets it; when it does not, `"dual"` if the file has a
+   * `[transport.migration]` section, else `"grpc"`.
+   */
   readonly mode: TransportMode;
   /**
    * `[transport.migration]`. Read the effective choice through
@@ -103,23 +108,12 @@ export interface PeerConfig {
   readonly grpcAddress?: string;
 }
 
-/** `[metrics]`. */
-export interface MetricsConfig {
-  readonly bind: string;
-  readonly enabled: boolean;
-}
-
-/** `[vm]`. */
-export interface VmConfig {
-  readonly backend: VmBackend;
-}
-
 /** `[limits]`: bounds on what a peer controls. */
 export interface LimitsConfig {
   readonly maxFrameBytes: number;
   /** Per connection. */
   readonly maxInflightRequests: number;
-  /** Per connection. */
+  /** Per Iroh connection. */
   readonly maxConcurrentStreams: number;
   /** Deadline of a request that names none. */
   readonly requestDeadlineMs: number;

@@ -5,63 +5,12 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { blixard as run, freeTcpPort, operatorDir, startNode } from "./helpers.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
-const dec = new TextDecoder();
-
-async function blixard(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "src/cli/main.ts", ...args],
-    cwd: root,
-    env: { NO_COLOR: "1" },
-  }).output();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-interface RunningNode {
-  child: Deno.ChildProcess;
-  ticket: string;
-  endpointId: string;
-  stderr: () => string;
-}
-
-/** Starts `blixard node --config FILE` and waits until its output matches `ready`. */
-async function startNode(config: string, ready = /ticket: \S+\n/): Promise<RunningNode> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "src/cli/main.ts", "node", "--config", config],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  let err = "";
-  (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) err += chunk;
-  })();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  const deadline = Date.now() + 20_000;
-  while (!ready.test(out)) {
-    if (Date.now() > deadline) throw new Error(`node did not start: ${out}\n${err}`);
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`node exited before serving: ${out}\n${err}`);
-    out += value;
-  }
-  reader.cancel().catch(() => {});
-  return {
-    child,
-    ticket: /ticket: (\S+)/.exec(out)?.[1] ?? "",
-    endpointId: /endpoint id: (\S+)/.exec(out)?.[1] ?? "",
-    stderr: () => err,
-  };
-}
+const blixard = (...args: string[]) => run(args);
 
 async function setup() {
-  const dir = await Deno.makeTempDir({ prefix: "blixard-cli-" });
-  const opKey = `${dir}/operator_key`;
-  const gen = await blixard("key", "generate", "--file", opKey, "--json");
-  assertEquals(gen.code, 0, gen.stderr);
-  const operatorId = JSON.parse(gen.stdout).endpoint_id as string;
+  const { dir, opKey, operatorId } = await operatorDir();
   const config = `${dir}/node.toml`;
   await Deno.writeTextFile(
     config,
@@ -83,7 +32,10 @@ operator_keys = ["${operatorId}"]
   return { dir, opKey, operatorId, config };
 }
 
+// The nodes' stderr is read by a background loop until they exit, after the test's last await.
 const opts = { sanitizeOps: false, sanitizeResources: false };
+/** The services a node implements today: Status lists only these. */
+const IMPLEMENTED = ["health", "status"];
 
 Deno.test({
   ...opts,
@@ -96,7 +48,7 @@ Deno.test({
       const health = await blixard("health", "--ticket", node.ticket, "--key", opKey, "--json");
       assertEquals(health.code, 1, health.stderr);
       const h = JSON.parse(health.stdout);
-      assertEquals(h.status, "NOT_SERVING");
+      assertEquals(h.status, "SERVING_STATUS_NOT_SERVING");
       assertEquals(h.nodeId, "1");
 
       const human = await blixard("health", "--ticket", node.ticket, "--key", opKey);
@@ -144,7 +96,22 @@ Deno.test({
       );
       assertEquals(stranger.code, 1);
       assert(stranger.stderr.includes("created operator key"), stranger.stderr);
-      assert(stranger.stderr.includes("operator_keys"), stranger.stderr);
+      const strangerId = /operator_keys:\n {2}([0-9a-f]{64})\n/.exec(stranger.stderr)?.[1];
+      assert(strangerId, stranger.stderr);
+      // The caller is an operator, not a node: the refusal says "caller", and how to let it in.
+      assert(!stranger.stderr.includes("refused this node"), stranger.stderr);
+      assert(
+        stranger.stderr.includes(
+          `refused this caller: endpoint ${strangerId.slice(0, 10)}… is not on its allowlist`,
+        ),
+        stranger.stderr,
+      );
+      assert(
+        stranger.stderr.includes(
+          `add this operator's endpoint id to the node's [cluster] operator_keys: ${strangerId}`,
+        ),
+        stranger.stderr,
+      );
     } finally {
       node.child.kill("SIGTERM");
       await node.child.status;
@@ -197,7 +164,7 @@ Deno.test({
     const r = await blixard("key", "show", "--file", opKey, "--addr", "127.0.0.1:7401", "--json");
     assertEquals(r.code, 0, r.stderr);
     const info = JSON.parse(r.stdout);
-    assertEquals(info.endpoint_id, operatorId);
+    assertEquals(info.endpointId, operatorId);
     assert(info.ticket.startsWith("endpoint"), info.ticket);
     const again = await blixard("key", "generate", "--file", opKey);
     assertEquals(again.code, 1);
@@ -211,7 +178,7 @@ Deno.test({
     "an operator moves a running node from grpc to dual with 'blixard reload', and a bad file changes nothing",
   async fn() {
     const { dir, operatorId } = await setup();
-    const grpcPort = await freeTcpPort();
+    const grpcPort = freeTcpPort();
     const config = `${dir}/flip.toml`;
     const write = (mode: string, extra = "") =>
       Deno.writeTextFile(
@@ -225,34 +192,37 @@ Deno.test({
       assertEquals(r.code, 0, r.stderr);
       const self = JSON.parse(r.stdout).cluster.members[0];
       return self.services.map((s: { service: string; transports: string[] }) =>
-        `${s.service}:${s.transports}`
+        `${s.service.replace("SERVICE_ID_", "").toLowerCase()}:${
+          s.transports.map((t) => t.replace("TRANSPORT_", "").toLowerCase())
+        }`
       );
     };
     await write("grpc");
     let node = await startNode(config, /serving \(mode grpc\)\n {2}grpc: \S+\n/);
     try {
       const h = await blixard("health", "--addr", `127.0.0.1:${grpcPort}`);
+      assertEquals(h.code, 1, h.stderr);
       assert(h.stdout.includes(`node 1 (grpc 127.0.0.1:${grpcPort}): NOT_SERVING`), h.stdout);
-      assertEquals(await served(), ["1:1", "2:1"]);
+      assertEquals(await served(), IMPLEMENTED.map((s) => `${s}:grpc`));
 
       await write("dual", `[transport.migration]\nprefer_iroh = ["health", "status"]\n`);
       const ok = await blixard("reload", "--config", config);
       assertEquals(ok.code, 0, ok.stderr);
       assert(ok.stdout.includes("iroh listener started"), ok.stdout);
-      assertEquals(await served(), ["1:1,2", "2:1,2"]);
+      assertEquals(await served(), IMPLEMENTED.map((s) => `${s}:grpc,iroh`));
 
       await Deno.writeTextFile(config, `[node]\nid = 1\n[transport]\nmode = "quic"\n`);
       const bad = await blixard("reload", "--config", config);
       assertEquals(bad.code, 1);
       assert(bad.stderr.includes("transport.mode"), bad.stderr);
-      assertEquals(await served(), ["1:1,2", "2:1,2"]);
+      assertEquals(await served(), IMPLEMENTED.map((s) => `${s}:grpc,iroh`));
 
       // A restart with the file that was last applied gives the same state.
       await write("dual", `[transport.migration]\nprefer_iroh = ["health", "status"]\n`);
       node.child.kill("SIGTERM");
       await node.child.status;
       node = await startNode(config, /serving \(mode dual\)/);
-      assertEquals(await served(), ["1:1,2", "2:1,2"]);
+      assertEquals(await served(), IMPLEMENTED.map((s) => `${s}:grpc,iroh`));
     } finally {
       node.child.kill("SIGTERM");
       await node.child.status;
@@ -260,9 +230,27 @@ Deno.test({
   },
 });
 
-async function freeTcpPort(): Promise<number> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return await Promise.resolve(port);
-}
+Deno.test({
+  ...opts,
+  name: "a node whose TLS certificate file is missing does not start, and names the key",
+  async fn() {
+    const { dir, operatorId } = await setup();
+    const config = `${dir}/tls.toml`;
+    await Deno.writeTextFile(`${dir}/node.key`, "not a key, but readable");
+    await Deno.writeTextFile(
+      config,
+      `[node]\nid = 1\ndata_dir = "${dir}/data"\n[grpc]\nbind = "127.0.0.1:${freeTcpPort()}"\n` +
+        `[grpc.tls]\ncert_file = "${dir}/node.crt"\nkey_file = "${dir}/node.key"\n` +
+        `[cluster]\noperator_keys = ["${operatorId}"]\n`,
+    );
+    const r = await blixard("node", "--config", config);
+    assertEquals(r.code, 1, r.stderr);
+    assertEquals(
+      r.stderr,
+      `blixard: ${config}: grpc.tls.cert_file = "${dir}/node.crt": cannot read it: no such file\n`,
+    );
+    const check = await blixard("config", "check", config);
+    assertEquals(check.code, 1);
+    assert(check.stderr.includes(`grpc.tls.cert_file = "${dir}/node.crt": cannot read it`));
+  },
+});

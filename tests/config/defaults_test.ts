@@ -23,8 +23,6 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       alpn: "blixard/1",
     },
     cluster: { peers: [], operatorKeys: [] },
-    metrics: { bind: "127.0.0.1:9464", enabled: true },
-    vm: { backend: "process" },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,
       maxInflightRequests: 1024,
@@ -47,7 +45,6 @@ Deno.test("the exported DEFAULTS are the ones a parsed file gets", () => {
   const { config } = valid(withNode(""));
   assertEquals(config.grpc.bind, DEFAULTS.grpcBind);
   assertEquals(config.iroh.bind, DEFAULTS.irohBind);
-  assertEquals(config.metrics.bind, DEFAULTS.metricsBind);
   assertEquals(config.limits.maxFrameBytes, DEFAULTS.maxFrameBytes);
   assertEquals(config.limits.requestDeadlineMs, DEFAULTS.requestDeadlineMs);
 });

@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { parseConfig } from "../../src/config/mod.ts";
-import { errorAt, invalid, withNode } from "./helpers.ts";
+import { errorAt, invalid, valid, withNode } from "./helpers.ts";
 
 Deno.test("a value of the wrong type names the key, the value and both types", () => {
   const e = errorAt(invalid('[node]\nid = "one"\n'), "node.id");
@@ -183,8 +183,6 @@ Deno.test("addresses must be host:port; Iroh's must be IP literals; dialled port
 bind = "7400"
 [iroh]
 bind = "localhost:7401"
-[metrics]
-bind = "[::1]:99999"
 [[cluster.peers]]
 id = 2
 ticket = "endpointaa"
@@ -196,7 +194,6 @@ grpc_address = "node-2.example.com:7400"
     'config: grpc.bind = "7400": expected "host:port" with port 0-65535 (IPv6 in brackets), e.g. "0.0.0.0:7400"',
   );
   assertEquals(errorAt(issues, "iroh.bind").code, "invalid_value");
-  assertEquals(errorAt(issues, "metrics.bind").code, "invalid_value");
   assertEquals(errorAt(issues, "cluster.peers[0].addresses[0]").code, "invalid_value");
   assertEquals(errorAt(issues, "cluster.peers[0].addresses[1]").code, "invalid_value");
   assertEquals(issues.filter((i) => i.path.includes("grpc_address")), []);
@@ -277,7 +274,7 @@ backend = "firecracker"
       ["node.id", "out_of_range"],
       ["transport.migration.fallback_to_grpc", "wrong_type"],
       ["transport.migration.raft_transport", "invalid_value"],
-      ["vm.backend", "invalid_value"],
+      ["vm.backend", "not_supported"],
     ],
   );
 });
@@ -303,4 +300,38 @@ Deno.test("whatever the text, parseConfig returns a result and never throws", ()
       for (const e of result.errors) assert(e.message.startsWith("config"), e.message);
     }
   }
+});
+
+Deno.test("keys whose feature is not built yet are refused, naming the key and what is missing", () => {
+  const issues = invalid(withNode(`
+[metrics]
+bind = "0.0.0.0:9464"
+enabled = false
+[vm]
+backend = "qemu"
+`));
+  assertEquals(issues.map((i) => [i.path, i.code]), [
+    ["metrics.bind", "not_supported"],
+    ["metrics.enabled", "not_supported"],
+    ["vm.backend", "not_supported"],
+  ]);
+  assertEquals(
+    issues[0]!.message,
+    'config: metrics.bind = "0.0.0.0:9464": not supported yet: the agent serves no /metrics, /healthz or /readyz (the metrics endpoint is not built yet); remove the key',
+  );
+  assertEquals(
+    issues[2]!.message,
+    'config: vm.backend = "qemu": not supported yet: the agent runs no VMs (the VM backends are not built yet); remove the key',
+  );
+  // Whatever the value: the key itself is what is refused, once.
+  assertEquals(
+    invalid(withNode("[metrics]\nbind = 5\n")).map((i) => [i.path, i.code]),
+    [["metrics.bind", "not_supported"]],
+  );
+  // An empty table sets nothing, and the other errors of the file still come in the same pass.
+  assertEquals(valid(withNode("[metrics]\n[vm]\n")).warnings, []);
+  assertEquals(
+    invalid(withNode('[vm]\nbackend = "qemu"\n[transport]\nmode = "quic"\n')).map((i) => i.path),
+    ["transport.mode", "vm.backend"],
+  );
 });

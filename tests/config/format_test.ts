@@ -7,10 +7,13 @@
 import { assert, assertEquals } from "../assert.ts";
 import { type AgentConfig, formatEffectiveConfig, loadConfigFile } from "../../src/config/mod.ts";
 import { configSchema } from "../../src/config/schema.ts";
-import { keyPaths, schemaAt, tableKeys } from "../../src/config/introspect.ts";
+import { docOf, keyPaths, schemaAt, tableKeys } from "../../src/config/introspect.ts";
 import { endpointId, valid, withNode } from "./helpers.ts";
 
-/** Sets every key, optional ones included, to something other than its default. */
+/**
+ * Sets every key, optional ones included, to something other than its
+ * default; but not the keys that are not supported yet, which are refused.
+ */
 const EVERY_KEY = `
 [node]
 id = 4
@@ -44,11 +47,6 @@ grpc_address = "node-2.example.com:7500"
 [[cluster.peers]]
 id = 3
 ticket = "endpointaa"
-[metrics]
-bind = "0.0.0.0:9999"
-enabled = false
-[vm]
-backend = "qemu"
 [limits]
 max_frame_bytes = 1048576
 max_inflight_requests = 64
@@ -84,14 +82,22 @@ Deno.test("every example prints and reads back as the same config, without warni
   }
 });
 
-Deno.test("the printout names every key of the schema", () => {
+Deno.test("the printout names every key of the schema; unsupported tables as comments", () => {
   const text = formatEffectiveConfig(valid(EVERY_KEY).config);
+  const unsupported = (path: string[]) =>
+    docOf(schemaAt(configSchema, path)!).notSupported !== undefined;
   for (const path of keyPaths(configSchema)) {
     const key = path.at(-1)!;
-    const isTable = tableKeys(schemaAt(configSchema, path)!) !== undefined;
-    if (isTable) assert(text.includes(`[${path.join(".")}]`), `no table ${path.join(".")}`);
-    else if (path.join(".") !== "cluster.peers") {
-      assert(new RegExp(`^${key} = `, "m").test(text), `no key ${path.join(".")}`);
+    const name = path.join(".");
+    const schema = schemaAt(configSchema, path);
+    const keys = schema === undefined ? undefined : tableKeys(schema);
+    if (keys !== undefined && keys.every((k) => unsupported([...path, k]))) {
+      assert(text.includes(`# [${name}]: not supported yet`), `no note on [${name}]`);
+    } else if (keys !== undefined) assert(text.includes(`[${name}]`), `no table ${name}`);
+    else if (schema !== undefined && unsupported(path)) {
+      assert(!new RegExp(`^${key} = `, "m").test(text.split(`[${path[0]}]`)[1] ?? ""), name);
+    } else if (name !== "cluster.peers") {
+      assert(new RegExp(`^${key} = `, "m").test(text), `no key ${name}`);
     }
   }
 });

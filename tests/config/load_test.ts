@@ -18,12 +18,12 @@ Deno.test("a file's errors start with its path", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/agent.toml`;
-    await Deno.writeTextFile(path, '[node]\nid = 1\n[vm]\nbackend = "kvm"\n');
+    await Deno.writeTextFile(path, '[node]\nid = 1\n[transport]\nmode = "quic"\n');
     const result = await loadConfigFile(path);
     assert(!result.ok);
     assertEquals(
       result.errors[0]!.message,
-      `${path}: vm.backend = "kvm": expected "qemu" or "process"`,
+      `${path}: transport.mode = "quic": expected "grpc", "iroh" or "dual"`,
     );
 
     await Deno.writeTextFile(path, "[node]\nid = 7\n");

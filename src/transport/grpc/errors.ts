@@ -87,7 +87,7 @@ export function fromServiceError(error: unknown, label: string, peer: string): R
   const raw = typeof e.code === "number" ? e.code : Code.UNKNOWN;
   let code = raw > 0 && raw <= Code.UNAUTHENTICATED ? raw as Code : Code.UNKNOWN;
   const details = typeof e.details === "string"
-    ? e.details
+    ? e.details.replace(/\s*Resolution note:\s*$/, "")
     : typeof e.message === "string"
     ? e.message
     : String(error);

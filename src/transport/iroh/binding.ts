@@ -62,6 +62,6 @@ export function bindingErrorText(error: unknown): string {
   return text
     .split("\n")
     .map((line) => line.replace(/\s*\([^()]*\.rs:\d+:\d+\)\s*$/, "").trim())
-    .filter((line) => line !== "" && line !== "Caused by:")
+    .filter((line, i, all) => line !== "" && line !== "Caused by:" && all.indexOf(line) === i)
     .join(": ");
 }

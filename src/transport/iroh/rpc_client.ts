@@ -149,7 +149,7 @@ function lossError(label: string, ownId: string, info: CloseInfo): RpcError {
   if (info.code === CloseCode.NotAllowed) {
     return new RpcError(
       Code.PERMISSION_DENIED,
-      `${label} refused this node: endpoint ${short(ownId)} is not on its allowlist`,
+      `${label} refused this caller: endpoint ${short(ownId)} is not on its allowlist`,
     );
   }
   return new RpcError(
