@@ -2,9 +2,9 @@
 # Runs a command in a network namespace that has only loopback, so nothing the
 # tests and benchmarks start can reach the host's network. Every Iroh endpoint
 # the binding creates runs a port mapper, whatever `relay` says: it sends a UPnP
-# SSDP M-SEARCH to 239.255.255.250:1900 when it binds and may ask the default
-# gateway for a NAT-PMP/PCP mapping (docs/iroh-binding.md, "The port mapper").
-# The suite creates hundreds of endpoints.
+# SSDP M-SEARCH to 239.255.255.250:1900 when it binds, to ask a router for a
+# port mapping (docs/iroh-binding.md, "The port mapper"). The suite creates
+# hundreds of endpoints.
 #
 #   bash scripts/loopback.sh COMMAND [ARG]...
 #
@@ -57,7 +57,7 @@ if ! why=$(unshare "${how[@]}" -- "$ip" link set lo up 2>&1); then
     "(unshare ${how[*]}: ${why:-failed})." >&2
   echo "loopback: run as root, or allow unprivileged user namespaces" \
     "(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0)." \
-    "Not running $1 on the host's network: its Iroh endpoints would send UPnP and NAT-PMP probes there." >&2
+    "Not running $1 on the host's network: its Iroh endpoints would send UPnP searches there." >&2
   exit 3
 fi
 exec unshare "${how[@]}" -- sh -c '"$0" link set lo up && exec "$@"' "$ip" "$@"

@@ -1,7 +1,7 @@
 /**
  * The suite's traffic stays on this machine: `npx deno task test` runs it in a
  * network namespace with only loopback (scripts/loopback.sh), because every
- * Iroh endpoint sends UPnP and NAT-PMP probes when it binds.
+ * Iroh endpoint sends a UPnP search to the local network when it binds.
  *
  * Run this file outside that namespace (`deno test` alone) and the first test
  * fails, as it should: run one file the README's way with
