@@ -1,0 +1,48 @@
+/**
+ * Time, as the consensus driver sees it: a clock and timers behind one
+ * interface, so the real node runs on the event loop's timers and the
+ * simulation runs the same driver on a virtual clock, step by step.
+ *
+ * Owns: {@link Scheduler}, {@link realScheduler}. Imports nothing.
+ *
+ * @module
+ */
+
+/** A timer that can be cancelled. */
+export interface Cancel {
+  (): void;
+}
+
+/** A clock and timers. */
+export interface Scheduler {
+  /** Milliseconds on a monotonic clock. */
+  now(): number;
+  /** Runs `fn` after `ms`; the returned function cancels it. */
+  after(ms: number, fn: () => void): Cancel;
+  /** Runs `fn` every `ms` until cancelled. */
+  every(ms: number, fn: () => void): Cancel;
+  /**
+   * Runs `fn` once the current work is done (the end of this turn of the
+   * event loop): work queued in the same turn is done together, which is how
+   * proposals arriving together reach the disk in one write.
+   */
+  defer(fn: () => void): void;
+}
+
+/** The event loop's timers. Timers do not keep the process alive. */
+export const realScheduler: Scheduler = {
+  now: () => performance.now(),
+  after(ms, fn) {
+    const t = setTimeout(fn, ms);
+    Deno.unrefTimer(t as unknown as number);
+    return () => clearTimeout(t);
+  },
+  every(ms, fn) {
+    const t = setInterval(fn, ms);
+    Deno.unrefTimer(t as unknown as number);
+    return () => clearInterval(t);
+  },
+  defer(fn) {
+    setTimeout(fn, 0);
+  },
+};
