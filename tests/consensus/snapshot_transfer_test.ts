@@ -23,7 +23,9 @@ function state(bytes: number): Uint8Array {
     crypto.getRandomValues(noise.subarray(i, Math.min(i + 65536, bytes)));
   }
   const out = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i++) out[i] = i % 16 < 12 ? "key=value;".charCodeAt(i % 10) : noise[i]!;
+  for (let i = 0; i < bytes; i++) {
+    out[i] = i % 16 < 12 ? "key=value;".charCodeAt(i % 10) : noise[i]!;
+  }
   return out;
 }
 
