@@ -222,8 +222,10 @@ function load(db: DatabaseSync, path: string): LoadedLog {
     let why: string;
     if (bad.prev_idx !== null && at !== (bad.prev_idx as number) + 1) {
       why = `gap: entry ${at} follows entry ${bad.prev_idx}`;
-    } else if (bad.term_type !== "integer" || bad.kind_type !== "integer") {
-      why = `term is ${bad.term_type}, kind is ${bad.kind_type}: expected integers`;
+    } else if (bad.term_type !== "integer") {
+      why = `term is ${bad.term_type}: expected an integer`;
+    } else if (bad.kind_type !== "integer") {
+      why = `kind is ${bad.kind_type}: expected an integer`;
     } else if (bad.data_type !== "blob") {
       why = `data is ${bad.data_type}: expected a blob`;
     } else if (bad.kind !== 0 && bad.kind !== 1) {
