@@ -23,7 +23,7 @@
  * @module
  */
 
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { ConfState, HardState, SnapshotMeta } from "../raft/storage.ts";
 import { LogFileError } from "./errors.ts";
@@ -183,79 +183,79 @@ function load(db: DatabaseSync, path: string): LoadedLog {
   const corrupt = (message: string, index?: number): never => {
     throw new LogFileError("CORRUPT", path, message, index);
   };
-
-  const start = singleRow(db, path, "log_start", ["idx", "term"]);
-  const hs = singleRow(db, path, "hard_state", ["term", "vote", "commit_index"]);
-  const snapRows = db.prepare(
-    `SELECT idx, term, voters, learners, typeof(voters) AS vt, typeof(learners) AS lt,
-       typeof(data) AS dt, ${badInt("idx", 0)} OR ${badInt("term", 0)} AS bad FROM snapshot`,
-  ).all();
-  if (snapRows.length !== 1 || snapRows[0]!.bad !== 0) {
-    corrupt(`table snapshot: expected one row of non-negative integers, found ${snapRows.length}`);
-  }
-  const snap = snapRows[0]!;
-  if (snap.vt !== "text" || snap.lt !== "text" || snap.dt !== "blob") {
-    corrupt(`table snapshot: voters, learners or data has the wrong type`);
-  }
-  const confState: ConfState = {
-    voters: parseNodeIds(snap.voters as string, () => corrupt(`snapshot voters ${snap.voters}`)),
-    learners: parseNodeIds(
-      snap.learners as string,
-      () => corrupt(`snapshot learners ${snap.learners}`),
-    ),
+  // Integers are read as bigints until checked, so a corrupted 64-bit value
+  // is reported as corrupt instead of failing to convert.
+  const query = (sql: string) => {
+    const statement = db.prepare(sql);
+    statement.setReadBigInts(true);
+    return statement;
   };
 
-  // The first row that breaks a rule: a wrong type, a value out of range, a
-  // gap after the row before, or a term lower than the one before.
-  const bad = db.prepare(
-    `SELECT idx, term, kind, term_type, kind_type, data_type, prev_idx, prev_term FROM (
-       SELECT idx, term, kind, typeof(term) AS term_type, typeof(kind) AS kind_type,
-         typeof(data) AS data_type, lag(idx) OVER w AS prev_idx, lag(term) OVER w AS prev_term
-       FROM entries WINDOW w AS (ORDER BY idx))
-     WHERE ${badInt("idx", 1)} OR ${badInt("term", 1)} OR kind_type != 'integer'
-       OR kind NOT IN (0, 1) OR data_type != 'blob'
-       OR (prev_idx IS NOT NULL AND (idx != prev_idx + 1 OR term < prev_term))
-     ORDER BY idx LIMIT 1`,
-  ).get();
+  const start = singleRow(query, path, "log_start", ["idx", "term"]);
+  const hs = singleRow(query, path, "hard_state", ["term", "vote", "commit_index"]);
+  const snap = singleRow(query, path, "snapshot", ["idx", "term"], {
+    voters: "text",
+    learners: "text",
+    data: "blob",
+  });
+  const ids = (name: "voters" | "learners") =>
+    parseNodeIds(snap[name] as string, () => corrupt(`snapshot ${name} ${snap[name]}`));
+  const confState: ConfState = Object.freeze({ voters: ids("voters"), learners: ids("learners") });
+  const startIndex = start.idx as number;
+  const startTerm = start.term as number;
+
+  // The first row that breaks a rule: a wrong type, a value out of range, no
+  // entry before it (a gap, or a log that does not begin after its start), or
+  // a term lower than the entry before. One scan with a row-id lookup per
+  // row: the data blobs are not read (200,000 entries, 350 MB: ~150 ms).
+  const bad = query(
+    `SELECT e.idx, e.term, e.kind, typeof(e.term) AS term_type, typeof(e.kind) AS kind_type,
+       typeof(e.data) AS data_type, p.idx IS NULL AS no_prev, p.term AS prev_term,
+       ${badInt("e.term", 1)} AS bad_term
+     FROM entries e LEFT JOIN entries p ON p.idx = e.idx - 1
+     WHERE ${badInt("e.idx", 1)} OR ${badInt("e.term", 1)} OR typeof(e.kind) != 'integer'
+       OR e.kind NOT IN (0, 1) OR typeof(e.data) != 'blob'
+       OR (p.idx IS NULL AND e.idx != ?) OR e.term < p.term
+     ORDER BY e.idx LIMIT 1`,
+  ).get(startIndex + 1);
   if (bad !== undefined) {
-    const at = bad.idx as number;
+    const at = bad.idx as bigint;
     let why: string;
-    if (bad.prev_idx !== null && at !== (bad.prev_idx as number) + 1) {
-      why = `gap: entry ${at} follows entry ${bad.prev_idx}`;
+    if (at < 1n || at > BigInt(MAX_SAFE)) {
+      why = `index out of range: expected 1 to 2^53-1`;
+    } else if (bad.no_prev === 1n && at <= startIndex) {
+      why = `at or below index ${startIndex}, where the log starts`;
+    } else if (bad.no_prev === 1n && at !== BigInt(startIndex + 1)) {
+      why = `gap: entry ${at - 1n} is missing (the log starts after index ${startIndex})`;
     } else if (bad.term_type !== "integer") {
       why = `term is ${bad.term_type}: expected an integer`;
     } else if (bad.kind_type !== "integer") {
       why = `kind is ${bad.kind_type}: expected an integer`;
     } else if (bad.data_type !== "blob") {
       why = `data is ${bad.data_type}: expected a blob`;
-    } else if (bad.kind !== 0 && bad.kind !== 1) {
+    } else if (bad.kind !== 0n && bad.kind !== 1n) {
       why = `kind ${bad.kind}: expected 0 (normal) or 1 (config change)`;
-    } else if (bad.prev_term !== null && (bad.term as number) < (bad.prev_term as number)) {
-      why = `term ${bad.term} is lower than the term ${bad.prev_term} of entry ${at - 1}`;
+    } else if (bad.bad_term === 1n) {
+      why = `term ${bad.term}: expected 1 to 2^53-1`;
     } else {
-      why = `index or term out of range (term ${bad.term}): expected 1 to 2^53-1`;
+      why = `term ${bad.term} is lower than the term ${bad.prev_term} of entry ${at - 1n}`;
     }
-    corrupt(`entry ${at}: ${why}`, typeof at === "number" ? at : undefined);
+    const index = Number(at);
+    corrupt(`entry ${at}: ${why}`, Number.isSafeInteger(index) ? index : undefined);
   }
 
-  const range = db.prepare(
-    "SELECT min(idx) AS lo, max(idx) AS hi FROM entries",
-  ).get()!;
-  const startIndex = start.idx!;
-  const startTerm = start.term!;
+  const term = db.prepare("SELECT term FROM entries WHERE idx = ?");
+  const range = db.prepare("SELECT min(idx) AS lo, max(idx) AS hi FROM entries").get()!;
   let lastIndex = startIndex;
   let lastTerm = startTerm;
   if (range.lo !== null) {
     const lo = range.lo as number;
-    if (lo !== startIndex + 1) {
-      corrupt(`entry ${lo} is the first entry, but the log starts after index ${startIndex}`, lo);
-    }
-    const first = db.prepare("SELECT term FROM entries WHERE idx = ?").get(lo)!.term as number;
+    const first = term.get(lo)!.term as number;
     if (first < startTerm) {
       corrupt(`entry ${lo}: term ${first} is lower than the start term ${startTerm}`, lo);
     }
     lastIndex = range.hi as number;
-    lastTerm = db.prepare("SELECT term FROM entries WHERE idx = ?").get(lastIndex)!.term as number;
+    lastTerm = term.get(lastIndex)!.term as number;
   }
   if (startIndex === 0 && startTerm !== 0) corrupt(`log_start: index 0 with term ${startTerm}`);
 
@@ -264,15 +264,17 @@ function load(db: DatabaseSync, path: string): LoadedLog {
   if (snapIndex < startIndex || snapIndex > lastIndex) {
     corrupt(`snapshot index ${snapIndex} is outside the log (${startIndex} to ${lastIndex})`);
   }
-  const heldSnapTerm = snapIndex === startIndex
-    ? startTerm
-    : db.prepare("SELECT term FROM entries WHERE idx = ?").get(snapIndex)!.term;
+  const heldSnapTerm = snapIndex === startIndex ? startTerm : term.get(snapIndex)!.term;
   if (heldSnapTerm !== snapTerm) {
     corrupt(
       `snapshot term ${snapTerm} at index ${snapIndex}, but the log has term ${heldSnapTerm}`,
     );
   }
-  const hardState: HardState = { term: hs.term!, vote: hs.vote!, commit: hs.commit_index! };
+  const hardState: HardState = {
+    term: hs.term as number,
+    vote: hs.vote as number,
+    commit: hs.commit_index as number,
+  };
   if (hardState.commit > lastIndex) {
     corrupt(`hard state commit ${hardState.commit} is past the last index ${lastIndex}`);
   }
@@ -287,24 +289,41 @@ function load(db: DatabaseSync, path: string): LoadedLog {
   };
 }
 
-/** Reads the one row of `table` whose `columns` must be integers in [0, 2^53-1]. */
+/**
+ * Reads the one row of `table`: `integers` must be integers from 0 to 2^53-1
+ * (returned as numbers), `others` of the SQLite types named.
+ */
 function singleRow(
-  db: DatabaseSync,
+  query: (sql: string) => StatementSync,
   path: string,
   table: string,
-  columns: readonly string[],
-): Record<string, number> {
-  const check = columns.map((c) => badInt(c, 0)).join(" OR ");
-  const rows = db.prepare(`SELECT ${columns.join(", ")}, ${check} AS bad FROM ${table}`).all();
-  if (rows.length !== 1 || rows[0]!.bad !== 0) {
+  integers: readonly string[],
+  others: Readonly<Record<string, "text" | "blob">> = {},
+): Record<string, unknown> {
+  const checks = [
+    ...integers.map((c) => badInt(c, 0)),
+    ...Object.entries(others).map(([c, type]) => `typeof(${c}) != '${type}'`),
+  ];
+  const columns = [...integers, ...Object.keys(others)];
+  const rows = query(`SELECT ${columns.join(", ")}, ${checks.join(" OR ")} AS bad FROM ${table}`)
+    .all();
+  const row = rows[0];
+  if (rows.length !== 1 || row!.bad !== 0n) {
+    const found = rows.length === 1
+      ? integers.map((c) => `${c} ${typeof row![c] === "bigint" ? row![c] : typeof row![c]}`)
+        .join(", ")
+      : `${rows.length} rows`;
+    const types = Object.entries(others).map(([c, t]) => `${c} a ${t}`);
     throw new LogFileError(
       "CORRUPT",
       path,
-      `table ${table}: expected one row of integers from 0 to 2^53-1 (${columns.join(", ")}), ` +
-        `found ${rows.length === 1 ? JSON.stringify(rows[0]) : `${rows.length} rows`}`,
+      `table ${table}: expected one row with ${integers.join(", ")} integers from 0 to ` +
+        `2^53-1${types.length > 0 ? `, ${types.join(", ")}` : ""}; found ${found}`,
     );
   }
-  return rows[0] as Record<string, number>;
+  const out: Record<string, unknown> = { ...row };
+  for (const c of integers) out[c] = Number(row![c]);
+  return out;
 }
 
 /** Parses a JSON array of ascending node ids; calls `fail` for anything else. */

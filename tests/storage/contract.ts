@@ -186,13 +186,17 @@ export function logStorageContract(name: string, open: () => LogStorageSubject):
     data: bytes(`state@${index}`),
   });
 
+  /** Saves a snapshot from a leader of `term`, the commit index it implies, and `following` entries. */
+  const install = (log: LogStorage, index: number, term: number, following: Entry[] = []) =>
+    log.save({
+      snapshot: leaderSnapshot(index, term),
+      entries: following,
+      hardState: { term, vote: 0, commit: index },
+    });
+
   test("a snapshot that agrees with the log at its index drops the entries it covers and keeps the rest", ({ storage: log }) => {
     log.save({ entries: [...entries(1, 5, 1), ...entries(6, 8, 2)] });
-    log.save({
-      snapshot: leaderSnapshot(6, 2),
-      entries: [],
-      hardState: { term: 2, vote: 0, commit: 6 },
-    });
+    install(log, 6, 2);
     assertEquals([log.firstIndex(), log.lastIndex(), log.term(6)], [7, 8, 2]);
     assertEquals(log.entries(7, 9, 1 << 20).map(plain), entries(7, 8, 2).map(plain));
     const snap = log.snapshot();
@@ -209,11 +213,7 @@ export function logStorageContract(name: string, open: () => LogStorageSubject):
 
   test("a snapshot the log disagrees with at its index replaces the whole log", ({ storage: log }) => {
     log.save({ entries: entries(1, 8, 1) });
-    log.save({
-      snapshot: leaderSnapshot(6, 2),
-      entries: [],
-      hardState: { term: 2, vote: 0, commit: 6 },
-    });
+    install(log, 6, 2);
     assertEquals([log.firstIndex(), log.lastIndex(), log.term(6)], [7, 6, 2]);
     assertEquals(log.entries(7, 7, 1 << 20), []);
     thrown(UnavailableError, () => log.term(7));
@@ -221,32 +221,20 @@ export function logStorageContract(name: string, open: () => LogStorageSubject):
 
   test("a snapshot past the end of the log replaces the whole log", ({ storage: log }) => {
     log.save({ entries: entries(1, 3, 1) });
-    log.save({
-      snapshot: leaderSnapshot(10, 4),
-      entries: [],
-      hardState: { term: 4, vote: 0, commit: 10 },
-    });
+    install(log, 10, 4);
     assertEquals([log.firstIndex(), log.lastIndex(), log.term(10)], [11, 10, 4]);
     log.save({ entries: entries(11, 12, 4) });
     assertEquals(log.entries(11, 13, 1 << 20).map(plain), entries(11, 12, 4).map(plain));
   });
 
   test("entries saved in the same update as a snapshot follow it", ({ storage: log }) => {
-    log.save({
-      snapshot: leaderSnapshot(10, 4),
-      entries: entries(11, 13, 4),
-      hardState: { term: 4, vote: 0, commit: 12 },
-    });
+    install(log, 10, 4, entries(11, 13, 4));
     assertEquals([log.firstIndex(), log.lastIndex()], [11, 13]);
     assertEquals(log.entries(11, 14, 1 << 20).map(plain), entries(11, 13, 4).map(plain));
   });
 
   test("a snapshot older than the one held is refused and the log is unchanged", ({ storage: log }) => {
-    log.save({
-      snapshot: leaderSnapshot(10, 4),
-      entries: entries(11, 12, 4),
-      hardState: { term: 4, vote: 0, commit: 10 },
-    });
+    install(log, 10, 4, entries(11, 12, 4));
     refused(log, () => log.save({ snapshot: leaderSnapshot(8, 3), entries: [] }));
   });
 

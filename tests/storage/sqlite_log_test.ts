@@ -107,6 +107,7 @@ Deno.test("a corrupted entry row found on open is refused, naming the file and t
     ],
     ["a term lower than the entry before", "UPDATE entries SET term = 1 WHERE idx = 8", 8],
     ["a term of 0", "UPDATE entries SET term = 0 WHERE idx = 1", 1],
+    ["a term past 2^53-1", "UPDATE entries SET term = 4611686018427387904 WHERE idx = 9", 9],
     [
       "a term stored as text",
       // STRICT tables refuse text in an INTEGER column, so the damage is done
@@ -135,6 +136,7 @@ Deno.test("a hard state or snapshot row that breaks the log's rules is refused o
   const cases: [string, string][] = [
     ["a commit index past the last entry", "UPDATE hard_state SET commit_index = 11"],
     ["a negative vote", "UPDATE hard_state SET vote = -1"],
+    ["a term past 2^53-1", "UPDATE hard_state SET term = 4611686018427387904"],
     ["a missing hard state", "DELETE FROM hard_state"],
     ["a snapshot past the end of the log", "UPDATE snapshot SET idx = 20, term = 2"],
     ["a snapshot whose term disagrees with the log", "UPDATE snapshot SET idx = 6, term = 1"],
