@@ -46,9 +46,11 @@ export { LogFileError, LogRequestError } from "./errors.ts";
  * Writes are checked before anything is written: a gap, an index that does
  * not follow, a term that goes down, a changed committed entry, an older
  * snapshot, a hard state that goes back are refused with a
- * {@link LogRequestError} and leave the log as it was. A write that fails in
- * SQLite (disk full, I/O error) throws `StorageFailure`, and from then on
- * every call but `close()` throws `StorageFailure` naming that first failure.
+ * {@link LogRequestError} and leave the log as it was. A write or read that
+ * fails in SQLite (disk full, I/O error) throws `StorageFailure`, and from
+ * then on every call but `close()` throws `StorageFailure` naming that first
+ * failure: after a failed commit the file may hold more than the cache says,
+ * so neither can be trusted, and the node must stop.
  *
  * @example
  * ```ts
@@ -149,7 +151,8 @@ export class SqliteLogStorage implements LogStorage {
     // large one does not pay a call per row.
     let next = lo;
     for (let page = 16; next < hi; page = Math.min(page * 4, 4096)) {
-      const rows = this.#sql.range.all(next, Math.min(hi, next + page)) as unknown as Row[];
+      const end = Math.min(hi, next + page);
+      const rows = this.#read("entries", () => this.#sql.range.all(next, end)) as unknown as Row[];
       for (const row of rows) {
         const data = row[3];
         if (out.length > 0 && bytes + data.byteLength > maxBytes) return out;
@@ -164,7 +167,9 @@ export class SqliteLogStorage implements LogStorage {
 
   snapshot(): Snapshot {
     this.#usable("snapshot");
-    const row = this.#sql.snapshotData.get() as unknown as [Uint8Array];
+    const row = this.#read("snapshot", () => this.#sql.snapshotData.get()) as unknown as [
+      Uint8Array,
+    ];
     return { meta: this.#snapshot, data: row[0] };
   }
 
@@ -255,6 +260,19 @@ export class SqliteLogStorage implements LogStorage {
     }
   }
 
+  /** Runs a query; an error from SQLite (an I/O error, say) makes the storage fail-stop. */
+  #read<T>(op: string, query: () => T): T {
+    try {
+      return query();
+    } catch (e) {
+      const reason = sqliteReason(e);
+      this.#refusal = `an earlier ${op} failed to read the file: ${reason}`;
+      throw new StorageFailure(`raft log ${this.path}: ${op} failed to read: ${reason}`, {
+        cause: e,
+      });
+    }
+  }
+
   /** Runs `body` in one transaction; any error makes the storage fail-stop. */
   #write(op: string, body: () => void): void {
     const sql = this.#sql;
@@ -282,9 +300,13 @@ export class SqliteLogStorage implements LogStorage {
   #heldTerm(index: number): number {
     if (index === this.#lastIndex) return this.#lastTerm;
     if (index === this.#startIndex) return this.#startTerm;
-    const row = this.#sql.term.get(index) as unknown as [number] | undefined;
+    const row = this.#read("term", () => this.#sql.term.get(index)) as unknown as
+      | [number]
+      | undefined;
     if (row === undefined) {
-      // The cache says the entry is held; a missing row means the file changed under us.
+      // The cache says the entry is held; a missing row means the file
+      // changed under us, and nothing read from it can be trusted.
+      this.#refusal = `entry ${index} went missing from the file`;
       throw new StorageFailure(`raft log ${this.path}: entry ${index} is missing from the file`);
     }
     return row[0];

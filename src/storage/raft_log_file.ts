@@ -4,7 +4,8 @@
  *
  * Owns: {@link openRaftLogFile}, {@link SCHEMA_VERSION}, the table layout.
  * Imports `node:sqlite`, `node:path`, the contract's types
- * (`src/raft/storage.ts`) and `errors.ts`.
+ * (`src/raft/storage.ts`) and `errors.ts`; uses `Deno.openSync` to sync the
+ * directory of a new file.
  *
  * Layout (every table `STRICT`, so SQLite itself refuses a value of the wrong
  * type on write):
