@@ -242,15 +242,18 @@ function main(): void {
   const dir = values.dir ?? Deno.makeTempDirSync({ prefix: "blixard-storage-bench-" });
   try {
     const entries = makeEntries(count, bytes);
-    const floorAppend = median(
-      Array.from({ length: rounds }, () => fsyncFloor(dir, 500, "append")),
-    );
-    const floor = median(Array.from({ length: rounds }, () => fsyncFloor(dir, 1000, "overwrite")));
+    const overwrites: number[] = [];
+    const appends: number[] = [];
     const seconds = new Map<number, number[]>(BATCHES.map((b) => [b, []]));
-    // Cases interleave round by round, so a slow moment of a shared machine hits them all.
+    // The floor and the cases interleave round by round, so a slow moment of
+    // a shared machine hits them all and the ratios stay fair.
     for (let r = 0; r < rounds; r++) {
+      overwrites.push(fsyncFloor(dir, 500, "overwrite"));
+      appends.push(fsyncFloor(dir, 500, "append"));
       for (const b of BATCHES) seconds.get(b)!.push(timeSaves(dir, entries, b));
     }
+    const floor = median(overwrites);
+    const floorAppend = median(appends);
     const single = count / median(seconds.get(1)!);
     const saves: SaveFigures[] = BATCHES.map((batch) => {
       const s = median(seconds.get(batch)!);

@@ -147,12 +147,14 @@ export class SqliteLogStorage implements LogStorage {
     const out: Entry[] = [];
     if (lo === hi) return out;
     let bytes = 0;
-    // Read in pages so a small budget over a long range reads few rows, and a
-    // large one does not pay a call per row.
+    // Read in pages sized from the budget left and the sizes seen so far, so
+    // a small budget reads few rows past it and a large one few pages.
     let next = lo;
-    for (let page = 16; next < hi; page = Math.min(page * 4, 4096)) {
+    let page = 16;
+    while (next < hi) {
       const end = Math.min(hi, next + page);
       const rows = this.#read("entries", () => this.#sql.range.all(next, end)) as unknown as Row[];
+      if (rows.length === 0) break;
       for (const row of rows) {
         const data = row[3];
         if (out.length > 0 && bytes + data.byteLength > maxBytes) return out;
@@ -160,7 +162,8 @@ export class SqliteLogStorage implements LogStorage {
         out.push({ index: row[0], term: row[1], kind: row[2] as EntryKind, data });
       }
       next += rows.length;
-      if (rows.length === 0) break;
+      const meanBytes = Math.max(1, bytes / out.length);
+      page = Math.max(1, Math.min(MAX_PAGE_ROWS, Math.ceil((maxBytes - bytes) / meanBytes) + 1));
     }
     return out;
   }
@@ -445,6 +448,9 @@ interface Plan {
 }
 
 type Row = [number, number, number, Uint8Array];
+
+/** Most rows `entries()` reads in one query. */
+const MAX_PAGE_ROWS = 4096;
 
 interface Statements {
   readonly begin: StatementSync;
