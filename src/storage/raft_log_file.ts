@@ -328,7 +328,7 @@ function singleRow(
 }
 
 /** Parses a JSON array of ascending node ids; calls `fail` for anything else. */
-function parseNodeIds(text: string, fail: () => never): number[] {
+function parseNodeIds(text: string, fail: () => never): readonly number[] {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -342,7 +342,7 @@ function parseNodeIds(text: string, fail: () => never): number[] {
     if (!Number.isSafeInteger(id) || (id as number) < 1) fail();
     if (i > 0 && (id as number) <= (ids[i - 1] as number)) fail();
   }
-  return ids as number[];
+  return Object.freeze(ids as number[]);
 }
 
 /** The message of a `node:sqlite` error, with SQLite's own code name when it has one. */
