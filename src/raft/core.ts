@@ -459,6 +459,9 @@ export class RaftCore {
     }
     if (this.#appendsPending) {
       this.#appendsPending = false;
+      if (this.#role !== Role.Leader) {
+        throw new RaftInvariantError(`node ${this.id}: appends due as ${this.#role}`);
+      }
       this.#broadcastAppend();
     }
     this.#reads.closeRound();
@@ -601,6 +604,8 @@ export class RaftCore {
     }
     this.#pendingConfIndex = 0;
     this.#uncommittedBytes = 0;
+    // Appends deferred to the next Ready belong to the leadership that is ending.
+    this.#appendsPending = false;
   }
 
   #becomeFollower(term: number, leader: number): void {

@@ -255,6 +255,18 @@ export class Network {
     this.node(msg.to).core.step(msg);
   }
 
+  /**
+   * Loses `msg` in the network. Like a real driver, reports a lost snapshot
+   * to its sender, which otherwise waits for the report.
+   */
+  drop(msg: CoreMessage): void {
+    if (msg.kind !== SNAPSHOT_MESSAGE) return;
+    const sender = this.nodes.get(msg.from);
+    if (sender !== undefined && !this.#down.has(msg.from)) {
+      sender.core.reportSnapshot(msg.to, false);
+    }
+  }
+
   /** Delivers until nothing is left to deliver or to process. */
   stabilize(maxRounds = 1000): void {
     for (let round = 0; round < maxRounds; round++) {
