@@ -22,17 +22,34 @@ import {
 import { SafetyChecker } from "./invariants.ts";
 import { bytes, Network, type SimNode } from "./network.ts";
 
-const INITIAL_VOTERS = [1, 2, 3];
-const JOINERS = [4, 5, 6];
 const MAX_QUEUE = 200;
+
+/**
+ * The cluster a seed runs: three or five initial voters and a few nodes
+ * that may join, with PreVote and CheckQuorum each on or off, so every
+ * combination the config allows is exercised.
+ */
+function shapeOf(seed: number) {
+  const rng = seededRandom(seed ^ 0x5eed);
+  const voters = rng.nextInt(2) === 0 ? [1, 2, 3] : [1, 2, 3, 4, 5];
+  const joiners = voters.length === 3 ? [4, 5, 6] : [6, 7];
+  const preVote = rng.nextInt(4) !== 0;
+  const checkQuorum = rng.nextInt(4) !== 0;
+  // Small appends leave logs replicated in part: the divergent tails that
+  // the commit rule and the conflict handling exist for.
+  const maxSizePerMsgBytes = [12, 48, 4096][rng.nextInt(3)]!;
+  const maxInflightMsgs = [1, 3, 64][rng.nextInt(3)]!;
+  return { voters, joiners, preVote, checkQuorum, maxSizePerMsgBytes, maxInflightMsgs };
+}
 
 /** Runs one seed; throws with the seed, the step and the replay command on any failure. */
 export function runSeed(seed: number, steps: number): { commands: number; leaders: number } {
   const rng = seededRandom(seed);
+  const { voters: INITIAL_VOTERS, joiners: JOINERS, ...limits } = shapeOf(seed);
   const net = new Network(INITIAL_VOTERS, {
     bootstrap: "entries",
     seed,
-    config: { electionTicks: 10, heartbeatTicks: 2, maxSizePerMsgBytes: 48, maxInflightMsgs: 3 },
+    config: { electionTicks: 10, heartbeatTicks: 2, ...limits },
   });
   for (const id of JOINERS) net.addNode(id);
   const checker = new SafetyChecker();
@@ -69,7 +86,7 @@ export function runSeed(seed: number, steps: number): { commands: number; leader
     const where = step >= 0 ? `step ${step}` : "the settling phase";
     const cause = e instanceof Error ? (e.stack ?? e.message) : String(e);
     throw new Error(
-      `seed ${seed} failed at ${where}: ${cause}\n` +
+      `seed ${seed} (${JSON.stringify(shapeOf(seed))}) failed at ${where}: ${cause}\n` +
         `replay: RAFT_SEED=${seed} RAFT_STEPS=${steps} npx deno test -A tests/raft/random_test.ts`,
     );
   }
@@ -117,7 +134,11 @@ export function runSeed(seed: number, steps: number): { commands: number; leader
       if (a !== undefined && b !== undefined && a !== b) net.cut(a, b);
       else net.heal();
     } else if (roll < 90) {
+      // Heal, or cut the leader off: a deposed leader that has not noticed
+      // yet is where stale reads and lost commits would come from.
+      const leader = net.leader();
       net.heal();
+      if (leader !== 0 && rng.nextInt(2) === 0) net.isolate(leader);
     } else if (roll < 92) {
       const id = pick(live());
       if (id === undefined) return;
