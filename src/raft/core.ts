@@ -1143,7 +1143,9 @@ export class RaftCore {
 
   #broadcastAppend(): void {
     for (const id of this.#progress.keys()) {
-      if (id !== this.id) this.#sendAppend(id, true);
+      if (id === this.id) continue;
+      // Then fill the window: a replicating follower may take several appends at once.
+      if (this.#sendAppend(id, true)) { while (this.#sendAppend(id, false)); }
     }
   }
 
