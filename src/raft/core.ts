@@ -293,8 +293,8 @@ export class RaftCore {
     if (this.#pendingConfIndex > log.applied) {
       throw new ConfChangeRefusedError(
         "CONF_CHANGE_PENDING",
-        `a configuration change at or before index ${this.#pendingConfIndex} is not applied yet ` +
-          `(applied ${log.applied}); one change at a time`,
+        `entries up to index ${this.#pendingConfIndex} may hold a configuration change and are not ` +
+          `all applied (applied ${log.applied}); one change at a time`,
       );
     }
     const refusal = this.#membership.refusal(change);
@@ -324,7 +324,10 @@ export class RaftCore {
     this.#membership.apply(change);
     this.#syncProgress();
     const confState = this.#membership.confState();
-    if (this.#role === Role.Leader) {
+    if (this.#role === Role.PreCandidate || this.#role === Role.Candidate) {
+      // A node that is no longer a voter must not win on the others' votes.
+      if (!this.#promotable()) this.#becomeFollower(this.#term, 0);
+    } else if (this.#role === Role.Leader) {
       const self = this.#progress.get(this.id);
       if (self === undefined || self.isLearner) {
         this.#becomeFollower(this.#term, 0);
@@ -1367,13 +1370,7 @@ export class RaftCore {
     if (msg.kind === RaftMessageKind.AppendEntriesRequest) {
       checkAppend(msg);
     } else if (msg.kind === SNAPSHOT_MESSAGE) {
-      const meta = msg.snapshot?.meta;
-      if (meta === undefined || !(meta.index >= 1) || !(meta.term >= 1) || meta.term > msg.term) {
-        throw new RaftMessageError(
-          `raft: snapshot from node ${msg.from} in term ${msg.term} is at index ${meta?.index}, ` +
-            `term ${meta?.term}: expected index >= 1 and a term 1..${msg.term}`,
-        );
-      }
+      checkSnapshot(msg);
     } else if (!(msg.kind >= 1 && msg.kind <= 13)) {
       throw new RaftMessageError(
         `raft: message kind ${String(msg.kind)} from node ${msg.from}: unknown`,
@@ -1423,6 +1420,36 @@ export class RaftCore {
         `node ${this.id}: candidate of term ${this.#term} voted for ${this.#vote}`,
       );
     }
+  }
+}
+
+/** Members a snapshot's membership may list: far more than a cluster has, few enough to bound the work. */
+const MAX_MEMBERS = 1024;
+
+/** A snapshot must stand somewhere in the log, in a term the leader has seen, with a sane membership. */
+function checkSnapshot(msg: SnapshotMessage): void {
+  const meta = msg.snapshot?.meta;
+  if (
+    meta === undefined || !Number.isSafeInteger(meta.index) || meta.index < 1 ||
+    !(meta.term >= 1) || meta.term > msg.term
+  ) {
+    throw new RaftMessageError(
+      `raft: snapshot from node ${msg.from} in term ${msg.term} is at index ${meta?.index}, ` +
+        `term ${meta?.term}: expected index >= 1 and a term 1..${msg.term}`,
+    );
+  }
+  const { voters, learners } = meta.confState ?? {};
+  const ids = [
+    ...(Array.isArray(voters) ? voters : [NaN]),
+    ...(Array.isArray(learners) ? learners : [NaN]),
+  ];
+  if (ids.length > MAX_MEMBERS || !ids.every((id) => Number.isSafeInteger(id) && id >= 1)) {
+    throw new RaftMessageError(
+      `raft: snapshot from node ${msg.from} at index ${meta.index} has membership ` +
+        `${
+          JSON.stringify(meta.confState)
+        }: expected voters and learners, at most ${MAX_MEMBERS} ids 1..2^53-1`,
+    );
   }
 }
 

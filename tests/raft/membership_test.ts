@@ -244,3 +244,14 @@ Deno.test("a node restarted after membership changes has the same membership", (
     "membership comes from the log, not the snapshot",
   );
 });
+
+Deno.test("a candidate that applies its own removal stops campaigning", () => {
+  const net = new Network([1, 2, 3], { config: { preVote: false } });
+  net.core(3).campaign();
+  assertEquals(net.core(3).status().role, "candidate");
+  net.core(3).applyConfChange(remove(3));
+  assertEquals(net.core(3).status().role, "follower");
+  // The votes it asked for no longer make it leader.
+  net.stabilize();
+  assert(net.leader() !== 3);
+});
