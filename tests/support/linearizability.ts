@@ -20,6 +20,18 @@
  * outcome is placed, so the unknown ones left over are taken not to have
  * happened.
  *
+ * Recording a history (the simulation, the real-cluster tests):
+ * - Take `call` just before the request leaves and `return` just after the
+ *   answer arrives, from one clock for all clients (run the clients in the
+ *   test process, not in the nodes: clocks of different processes disagree).
+ * - A client is sequential. One that goes on after a timeout keeps its id;
+ *   the timed-out operation (output unknown, `return = Infinity`) does not
+ *   count as overlapping the next.
+ * - An error that proves the operation did not happen (refused before it was
+ *   proposed) may be left out; any other error is an unknown outcome.
+ * - Write a distinct value each time: the search and the explanations are
+ *   then much sharper than with values reused.
+ *
  * @module
  */
 
@@ -178,8 +190,11 @@ export class CheckError extends Error {
   }
 }
 
-/** Lines of the prefix and of the core shown in an explanation; the result holds them all. */
-const SHOWN_OPERATIONS = 40;
+/** The last operations of the prefix an explanation shows; the result holds them all. */
+const SHOWN_PREFIX = 25;
+
+/** The most operations of a core an explanation lists; the result holds them all. */
+const SHOWN_CORE = 40;
 
 /** How many search steps run between two looks at the clock. */
 const CLOCK_EVERY_STEPS = 1024;
@@ -197,8 +212,16 @@ const SLICE_STEPS = 16 * CLOCK_EVERY_STEPS;
  *
  * @example
  * ```ts
+ * import { type RegisterOperation, registerModel } from "./register_model.ts";
+ *
+ * // A read that misses a write completed before it started.
+ * const history: RegisterOperation[] = [
+ *   { clientId: 1, call: 0, return: 10, input: { op: "put", key: "k", value: "x" }, output: { kind: "put", revision: 1 } },
+ *   { clientId: 2, call: 20, return: 30, input: { op: "get", key: "k" }, output: { kind: "not_found" } },
+ * ];
  * const verdict = checkHistory(registerModel, history, { timeoutMs: 10_000 });
- * if (verdict.result === "illegal") throw new Error(verdict.explanation);
+ * if (verdict.result !== "illegal") throw new Error(verdict.explanation);
+ * console.log(verdict.explanation); // names key "k", the read, and the state "x"@1 it missed
  * ```
  */
 export function checkHistory<S, I, O>(
@@ -711,35 +734,41 @@ function explain<S, I, O>(
   for (const r of illegal) {
     const v = r.violation!;
     lines.push(
-      `partition ${quote(r.key)} (${r.operations} operations) is illegal.`,
-      `  these ${v.core.length} operations alone are not linearizable${
-        v.core.length < r.operations ? " (the others are reads that cannot cause it)" : ""
-      }:`,
-      ...capped(v.core, SHOWN_OPERATIONS, "core").map((i) => typeof i === "number" ? line(i) : i),
-      `  the longest linearizable prefix (${v.prefix.length} operations) ends in state ${v.stateAfterPrefix}:`,
-      ...capped(v.prefix, SHOWN_OPERATIONS, "prefix", true).map((i) =>
-        typeof i === "number" ? line(i) : i
-      ),
-      `  it cannot be extended: of the operations left, this one returned first, so it must take`,
-      `  effect before anything called later, and no pending operation can go next:`,
+      `partition ${quote(r.key)} (${r.operations} operations) is illegal:`,
+      `  after the longest linearizable prefix (${v.prefix.length} operations, ending in state ${v.stateAfterPrefix}),`,
+      `  this operation returned first of those left, so it must take effect next or after`,
+      `  operations still pending, and no order works:`,
       line(v.blocked),
-      `    ${v.reason}`,
+      `    ${v.reason}.`,
+      `  the end of that prefix, in order:`,
+      ...tail(v.prefix, SHOWN_PREFIX, "prefix").map((i) => typeof i === "number" ? line(i) : i),
     );
+    const dropped = r.operations - v.core.length;
+    const why = dropped > 0
+      ? `; the ${dropped} others change no state (reads, failed writes) and cannot cause it`
+      : "";
+    if (v.core.length <= SHOWN_CORE) {
+      lines.push(
+        `  these ${v.core.length} operations alone are not linearizable${why}:`,
+        ...v.core.map(line),
+      );
+    } else {
+      lines.push(
+        `  ${v.core.length} operations alone are not linearizable (violation.core)${why}.`,
+      );
+    }
   }
   if (undecided.length > 0) lines.push("not decided:", ...undecided);
   return lines.join("\n");
 }
 
-/** At most `max` items: the first ones, or with `tail` the last ones, and a line for the rest. */
-function capped(
-  items: readonly number[],
-  max: number,
-  field: string,
-  tail = false,
-): (number | string)[] {
+/** The last `max` of `items`, after a line that says how many are left out. */
+function tail(items: readonly number[], max: number, field: string): (number | string)[] {
   if (items.length <= max) return [...items];
-  const hidden = `    ... ${items.length - max} more (violation.${field} lists them all)`;
-  return tail ? [hidden, ...items.slice(-max)] : [...items.slice(0, max), hidden];
+  return [
+    `    ... ${items.length - max} before (violation.${field} lists them all)`,
+    ...items.slice(-max),
+  ];
 }
 
 function quote(key: string): string {

@@ -460,7 +460,7 @@ Deno.test("an illegal history's explanation names the key and the few operations
       `partition "a" (7 operations) is illegal`,
       `these 3 operations alone are not linearizable`,
       `#6 client 2 [60, 70] get("a") -> "x"@1`,
-      `ends in state "y"@2`,
+      `ending in state "y"@2`,
       `the model rejects it in that state`,
     ]
   ) {
