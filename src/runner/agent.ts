@@ -20,7 +20,7 @@ import type { AgentConfig } from "../config/mod.ts";
 import type { RaftMessage } from "../codec/raft.ts";
 import { AgentMetrics } from "../metrics/registry.ts";
 import { RpcRouter } from "../rpc/router.ts";
-import type { RpcLimits } from "../rpc/limits.ts";
+import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../rpc/limits.ts";
 import type { PeerInfo } from "../rpc/services.ts";
 import { Health, Status } from "../rpc/services.ts";
 import { healthService } from "../services/health.ts";
@@ -78,6 +78,7 @@ export function limitsOf(config: AgentConfig): RpcLimits {
     maxConcurrentStreams: config.limits.maxConcurrentStreams,
     defaultDeadlineMs: config.limits.requestDeadlineMs,
     maxDeadlineMs: config.limits.maxRequestDeadlineMs,
+    maxConnectionBufferBytes: DEFAULT_RPC_LIMITS.maxConnectionBufferBytes,
   };
 }
 
