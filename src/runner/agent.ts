@@ -21,6 +21,7 @@ import type { RaftMessage } from "../codec/raft.ts";
 import { AgentMetrics } from "../metrics/registry.ts";
 import { RpcRouter } from "../rpc/router.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../rpc/limits.ts";
+import type { RaftIngress } from "../rpc/raft_ingress.ts";
 import type { PeerInfo } from "../rpc/services.ts";
 import { Health, Status } from "../rpc/services.ts";
 import { healthService } from "../services/health.ts";
@@ -158,7 +159,7 @@ export class Agent {
   #grpc: GrpcListener | null = null;
   #stopping = false;
   #reloading: Promise<ReloadResult> | null = null;
-  readonly #raftInbox: ((message: RaftMessage, from: PeerInfo) => void) | undefined;
+  readonly #raftIngress: RaftIngress | undefined;
   readonly stats: AgentStats = { reloadsOk: 0, reloadsFailed: 0 };
   readonly metrics: AgentMetrics;
   #peerClient: { dual: DualClient; iroh: IrohRpcClient | null; grpc: GrpcRpcClient } | null = null;
@@ -173,7 +174,12 @@ export class Agent {
     this.metrics = metrics;
     this.#plan = servingPlan(config);
     this.#log = log;
-    this.#raftInbox = raftInbox;
+    this.#raftIngress = raftInbox && {
+      offer(messages, peer) {
+        for (const message of messages) raftInbox(message, peer);
+        return { accepted: messages.length };
+      },
+    };
     const nodeId = BigInt(config.node.id);
     this.#router = new RpcRouter()
       .register(
@@ -555,7 +561,7 @@ export class Agent {
       allowInsecure: config.grpc.allowInsecure,
       limits: limitsOf(config),
       logger: this.#log.child("grpc"),
-      ...(this.#raftInbox ? { onRaftMessage: this.#raftInbox } : {}),
+      ...(this.#raftIngress ? { raftIngress: this.#raftIngress } : {}),
     });
     const { port } = await server.start();
     const host = config.grpc.bind.slice(0, config.grpc.bind.lastIndexOf(":"));
@@ -578,7 +584,7 @@ export class Agent {
       allow: (id) => this.#allow.has(id),
       logger: this.#log.child("iroh"),
       limits: limitsOf(config),
-      ...(this.#raftInbox ? { onRaftMessage: this.#raftInbox } : {}),
+      ...(this.#raftIngress ? { raftIngress: this.#raftIngress } : {}),
     });
     server.start();
     return { endpoint, server, config };
