@@ -18,6 +18,7 @@ import type { AgentConfig } from "./types.ts";
 /** Keys whose integers read better with their unit alongside. */
 const UNITS: Readonly<Record<string, "bytes" | "ms">> = {
   max_frame_bytes: "bytes",
+  max_connection_buffer_bytes: "bytes",
   request_deadline_ms: "ms",
   max_request_deadline_ms: "ms",
   shutdown_timeout_ms: "ms",

@@ -280,6 +280,7 @@ function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
     },
     limits: {
       maxFrameBytes: limits.max_frame_bytes,
+      maxConnectionBufferBytes: limits.max_connection_buffer_bytes,
       maxInflightRequests: limits.max_inflight_requests,
       maxConcurrentStreams: limits.max_concurrent_streams,
       requestDeadlineMs: limits.request_deadline_ms,

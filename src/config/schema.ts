@@ -45,6 +45,7 @@ export const DEFAULTS = {
   secretKeyFileName: "iroh_secret_key",
   maxFrameBytes: 16 * 1024 * 1024,
   maxInflightRequests: 1024,
+  maxConnectionBufferBytes: 32 * 1024 * 1024,
   maxConcurrentStreams: 16,
   requestDeadlineMs: 30_000,
   maxRequestDeadlineMs: 300_000,
@@ -541,6 +542,13 @@ const limits = documented(
           "Requests a single connection may have outstanding; more are refused until some finish.",
       },
     ),
+    max_connection_buffer_bytes: documented(
+      integer(64 * 1024, 1 << 30, "bytes").default(DEFAULTS.maxConnectionBufferBytes),
+      {
+        description:
+          "What a node buffers for one connection's peer that does not read its answers: past half of it the node stops reading that connection's requests (back-pressure) until a quarter is left; past all of it the connection is closed (Iroh close code 429; gRPC: the TCP connection). At least twice `max_frame_bytes`, so one large answer fits.",
+      },
+    ),
     max_concurrent_streams: documented(
       integer(5, 1024).default(DEFAULTS.maxConcurrentStreams),
       {
@@ -576,7 +584,17 @@ const limits = documented(
         `must not exceed limits.max_request_deadline_ms = ${l.max_request_deadline_ms}`,
       );
     }
-  }, when(["request_deadline_ms"], ["max_request_deadline_ms"])).prefault({}),
+  }, when(["request_deadline_ms"], ["max_request_deadline_ms"])).superRefine((l, ctx) => {
+    if (l.max_connection_buffer_bytes < 2 * l.max_frame_bytes) {
+      report(
+        ctx,
+        "conflict",
+        ["max_connection_buffer_bytes"],
+        l.max_connection_buffer_bytes,
+        `must be at least twice limits.max_frame_bytes = ${l.max_frame_bytes}, so one large answer fits`,
+      );
+    }
+  }, when(["max_connection_buffer_bytes"], ["max_frame_bytes"])).prefault({}),
   {
     description:
       "Bounds on everything a peer controls. Integers; TOML allows `16_777_216` for readability.",
@@ -591,6 +609,7 @@ export const RULES: readonly string[] = [
   "`grpc.tls.cert_file` and `key_file` come together; `ca_file` needs both.",
   "Every `[[cluster.peers]]` has `endpoint_id` or `ticket`; peer ids and endpoint ids are unique, and no peer has this node's `node.id`.",
   "`limits.request_deadline_ms` is at most `limits.max_request_deadline_ms`.",
+  "`limits.max_connection_buffer_bytes` is at least twice `limits.max_frame_bytes`.",
   "Not supported yet, and refused when set: `metrics.bind` and `metrics.enabled` (the metrics endpoint is not built yet), `vm.backend` (the VM backends are not built yet).",
   "`blixard config check` and `blixard node` also check the files the config names: `grpc.tls.cert_file`, `key_file` and `ca_file` must be readable; `iroh.secret_key_file`, if it exists, must be a readable regular file that group and others cannot access, and if it does not, its directory must exist or be creatable; `node.data_dir` must be a directory or creatable.",
 ];

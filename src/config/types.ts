@@ -111,6 +111,8 @@ export interface PeerConfig {
 /** `[limits]`: bounds on what a peer controls. */
 export interface LimitsConfig {
   readonly maxFrameBytes: number;
+  /** Per connection: what a node buffers for a peer that does not read. */
+  readonly maxConnectionBufferBytes: number;
   /** Per connection. */
   readonly maxInflightRequests: number;
   /** Per Iroh connection. */

@@ -22,6 +22,22 @@ export interface RpcLimits {
   readonly defaultDeadlineMs: number;
   /** Longest deadline honoured, in ms; longer ones are cut to it. */
   readonly maxDeadlineMs: number;
+  /**
+   * Bytes a node holds for one connection's outbound side: answers queued
+   * for a peer that does not read them (Iroh: frames queued on the
+   * connection's streams; gRPC: the socket's unsent bytes plus answers
+   * handed to HTTP/2 and not yet sent). Past half of it the node stops
+   * reading that connection's requests (gRPC also refuses its new calls with
+   * RESOURCE_EXHAUSTED) until the peer reads; past all of it the node closes
+   * the connection. `max_inflight_requests` does not cover this: a peer that
+   * never reads can have one call in flight at a time and still make the
+   * node hold every answer.
+   *
+   * Default 32 MiB: twice the default `maxFrameBytes`, so one answer of the
+   * largest size still fits after reading stopped. Keep it at least twice
+   * `maxFrameBytes`, or a single large answer closes the connection.
+   */
+  readonly maxConnectionBufferBytes: number;
 }
 
 /** Safe defaults. */
@@ -31,4 +47,5 @@ export const DEFAULT_RPC_LIMITS: RpcLimits = Object.freeze({
   maxConcurrentStreams: 16,
   defaultDeadlineMs: 30_000,
   maxDeadlineMs: 300_000,
+  maxConnectionBufferBytes: 2 * DEFAULT_MAX_FRAME_BYTES,
 });

@@ -63,6 +63,7 @@ export function limitsOf(config: AgentConfig): RpcLimits {
     maxConcurrentStreams: config.limits.maxConcurrentStreams,
     defaultDeadlineMs: config.limits.requestDeadlineMs,
     maxDeadlineMs: config.limits.maxRequestDeadlineMs,
+    maxConnectionBufferBytes: config.limits.maxConnectionBufferBytes,
   };
 }
 
@@ -342,7 +343,7 @@ export class DualRunner {
       case "park-iroh": {
         const listener = oldIroh!;
         this.#parked = listener;
-        await listener.server.shutdown(timeoutMs);
+        await listener.server.shutdown(timeoutMs, step.reason);
         changes.push(
           "iroh listener parked: its UDP port stays bound, refusing connections, until the process exits",
         );
@@ -470,7 +471,7 @@ export class DualRunner {
       allowInsecure: config.grpc.allowInsecure,
       limits: limitsOf(config),
       logger: this.#log.child("grpc"),
-      ...(ingress ? { onRaftMessage: (m, from) => void ingress.offer([m], from) } : {}),
+      ...(ingress ? { raftIngress: ingress } : {}),
     });
     const { port } = await server.start();
     const host = config.grpc.bind.slice(0, config.grpc.bind.lastIndexOf(":"));
@@ -494,7 +495,7 @@ export class DualRunner {
       allow: this.#o.allowConnection,
       logger: this.#log.child("iroh"),
       limits: limitsOf(config),
-      ...(ingress ? { onRaftMessage: (m, from) => void ingress.offer([m], from) } : {}),
+      ...(ingress ? { raftIngress: ingress } : {}),
     });
     server.start();
     return { endpoint, server, settings: irohEndpointSettingsOf(config) };

@@ -25,6 +25,7 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
     cluster: { peers: [], operatorKeys: [] },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,
+      maxConnectionBufferBytes: 32 * 1024 * 1024,
       maxInflightRequests: 1024,
       maxConcurrentStreams: 16,
       requestDeadlineMs: 30_000,

@@ -5,7 +5,12 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { raftTransport, SERVICE_NAMES, servicesOverIroh } from "../../src/config/mod.ts";
+import {
+  parseConfig,
+  raftTransport,
+  SERVICE_NAMES,
+  servicesOverIroh,
+} from "../../src/config/mod.ts";
 import { endpointId, errorAt, invalid, valid, withNode } from "./helpers.ts";
 
 const TLS = '[grpc.tls]\ncert_file = "/etc/tls/node.crt"\nkey_file = "/etc/tls/node.key"\n';
@@ -223,4 +228,16 @@ Deno.test("relative paths draw a warning", () => {
     ["node.data_dir", "iroh.secret_key_file"],
   );
   assert(warnings.every((w) => w.code === "relative_path"));
+});
+
+Deno.test("a connection buffer smaller than two frames is refused, naming both limits", () => {
+  const result = parseConfig(
+    "[node]\nid = 1\n[limits]\nmax_frame_bytes = 1048576\nmax_connection_buffer_bytes = 1048576\n",
+  );
+  assert(!result.ok);
+  assertEquals(result.errors.map((e) => e.code), ["conflict"]);
+  assertEquals(
+    result.errors[0]!.message,
+    "config: limits.max_connection_buffer_bytes = 1048576: must be at least twice limits.max_frame_bytes = 1048576, so one large answer fits",
+  );
 });

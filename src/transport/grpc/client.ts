@@ -4,7 +4,7 @@
  * bytes for the typed clients of `rpc/client.ts`, and Raft messages.
  *
  * Owns: {@link GrpcChannel}, {@link GrpcRpcClient}. Imports `@grpc/grpc-js`,
- * `rpc/` (client interface, errors, limits, services), the Raft codec, the
+ * `rpc/` (client interface, deadline clamp, errors, limits, services), the Raft codec, the
  * generated Raft envelope and `util/address.ts` (pure host:port parsing).
  *
  * Failures come back as {@link RpcError}s with the server's code and message;
@@ -32,6 +32,7 @@ import {
 } from "../../codec/raft.ts";
 import { Priority } from "../../codec/frame.ts";
 import { isLoopback, parseHostPort } from "../../util/address.ts";
+import { clientDeadlineMs } from "../../rpc/call.ts";
 import type { CallTransport } from "../../rpc/client.ts";
 import { Code, RpcError } from "../../rpc/errors.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
@@ -179,7 +180,7 @@ export class GrpcChannel implements CallTransport {
       method.path,
       method.label,
       request,
-      this.#deadline(options.deadlineMs, method.label),
+      clientDeadlineMs(options.deadlineMs, method, this.#limits),
       options.signal,
       options.waitForReady ?? false,
     );
@@ -194,9 +195,7 @@ export class GrpcChannel implements CallTransport {
     this.#checkOpen(label, options.signal);
     // No deadline unless the caller gives one: a stream without one (a watch)
     // runs until cancelled, on the server too, as on Iroh.
-    const deadline = options.deadlineMs === undefined
-      ? Infinity
-      : Date.now() + this.#deadline(options.deadlineMs, label);
+    const deadline = Date.now() + clientDeadlineMs(options.deadlineMs, method, this.#limits);
     const call = this.#client.makeServerStreamRequest<Uint8Array, Uint8Array>(
       method.path,
       toBuffer,
@@ -406,17 +405,6 @@ export class GrpcChannel implements CallTransport {
       });
     }
     return fromServiceError(error, label, this.target);
-  }
-
-  #deadline(requested: number | undefined, label: string): number {
-    const ms = requested ?? this.#limits.defaultDeadlineMs;
-    if (!(ms > 0)) {
-      throw new RpcError(
-        Code.INVALID_ARGUMENT,
-        `${label}: deadline ${ms} ms: expected more than 0`,
-      );
-    }
-    return Math.min(ms, this.#limits.maxDeadlineMs);
   }
 }
 

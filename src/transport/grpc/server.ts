@@ -4,26 +4,40 @@
  * implementation answers on both transports.
  *
  * Owns: {@link GrpcRpcServer}. Imports `@grpc/grpc-js`, `node:net`, `rpc/`
- * (router, errors, limits, services), the Raft codec, the generated Raft
- * envelope, `util/address.ts` (pure host:port parsing), `util/log.ts` and
- * this folder's errors and wire modules.
+ * (router, call lifecycle, outbound bound, errors, limits, Raft ingress,
+ * services), the Raft codec, the generated Raft envelope, `util/address.ts`
+ * (pure host:port parsing), `util/log.ts` and this folder's errors and wire
+ * modules.
  *
  * The TCP listener is a `node:net` server whose connections are handed to
  * grpc-js (`createConnectionInjector`), so shutdown can close them without
- * an HTTP/2 GOAWAY, which crashes Deno 2.9.6 clients (see `shutdown`).
+ * an HTTP/2 GOAWAY, which crashes Deno 2.9.6 clients (see `shutdown`), and so
+ * the server can watch what each socket holds for its client.
  *
  * Handlers move raw bytes: grpc-js's (de)serializers pass buffers through and
- * the router's bytes-level {@link BoundMethod} decodes once. Per call: a
- * deadline (the caller's `grpc-timeout`, else `defaultDeadlineMs` for a unary
- * call and none for a stream, never above `maxDeadlineMs`) after which the
- * handler's signal aborts and the caller is
- * answered DEADLINE_EXCEEDED; the caller's cancel aborts it with CANCELLED.
- * Per connection (one client's HTTP/2 session, told apart by its remote
- * address and port) at most `maxInflightRequests` calls run at once; more are
- * answered RESOURCE_EXHAUSTED, as on Iroh.
+ * the router's bytes-level {@link BoundMethod} decodes once. Calls run by the
+ * shared call lifecycle (`rpc/call.ts`), as on Iroh: a deadline (the
+ * caller's `grpc-timeout`, else `defaultDeadlineMs` for a unary call and none
+ * for a stream, never above `maxDeadlineMs`) after which the handler's signal
+ * aborts and the caller is answered DEADLINE_EXCEEDED; the caller's cancel
+ * aborts it with CANCELLED. Per connection (one client's HTTP/2 session, one
+ * TCP socket) at most `maxInflightRequests` calls at once, a call counting
+ * until its answer has left (its HTTP/2 stream closed); more are answered
+ * RESOURCE_EXHAUSTED.
+ *
+ * What a connection holds for its client (the socket's unsent bytes, plus
+ * answers handed to HTTP/2 and not yet sent because the client's flow-control
+ * window is shut) is bounded by `maxConnectionBufferBytes`. Past half of it
+ * the connection's new calls are refused with RESOURCE_EXHAUSTED and its
+ * socket is read one chunk at a time with pauses in between; while the
+ * socket itself holds that much, it is not read at all until it drains. Past
+ * all of it the socket is destroyed. Reading never stops for good on answers
+ * that wait on the client's window: the WINDOW_UPDATE that releases them
+ * arrives on that socket.
  *
  * `/blixard.v1.RaftService/Send` is not a router method: its envelope carries
- * Raft codec bytes unchanged, decoded here and handed to `onRaftMessage`.
+ * Raft codec bytes unchanged, decoded here and offered to the
+ * {@link RaftIngress}.
  *
  * @module
  */
@@ -36,12 +50,23 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { decodeRaftMessage, type RaftMessage } from "../../codec/raft.ts";
 import { type HostPort, isLoopback, parseHostPort } from "../../util/address.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
-import { Code, RpcError, toRpcError } from "../../rpc/errors.ts";
-import { untilAborted } from "../../rpc/abort.ts";
+import {
+  type CallSink,
+  type CallStats,
+  type Clock,
+  type ConnectionCalls,
+  runCall,
+  type ServerCall,
+  ServerCalls,
+  systemClock,
+} from "../../rpc/call.ts";
+import { Code, RpcError } from "../../rpc/errors.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
+import { OutboundBuffer } from "../../rpc/outbound.ts";
+import type { RaftIngress } from "../../rpc/raft_ingress.ts";
 import type { BoundMethod, RpcRouter } from "../../rpc/router.ts";
-import { type CallContext, type MethodInfo, type PeerInfo, SERVICES } from "../../rpc/services.ts";
-import { type Logger, RateLimiter, silentLogger } from "../../util/log.ts";
+import { type MethodInfo, type PeerInfo, SERVICES } from "../../rpc/services.ts";
+import { type Logger, silentLogger } from "../../util/log.ts";
 import { type GrpcStatus, GrpcTransportError, statusOf } from "./errors.ts";
 import { methodDefinition, RAFT_SEND_PATH, readPem } from "./wire.ts";
 
@@ -64,9 +89,14 @@ export interface GrpcRpcServerOptions {
   /** Serve plaintext on a non-loopback address (config `grpc.allow_insecure`). Default false. */
   readonly allowInsecure?: boolean;
   readonly limits?: Partial<RpcLimits>;
-  /** Receives the Raft messages peers send. Without it they are dropped (RaftAck.accepted = 0). */
-  readonly onRaftMessage?: (message: RaftMessage, from: PeerInfo) => void;
+  /**
+   * Takes the Raft messages of each RaftService.Send. Without it, Send is
+   * refused with UNIMPLEMENTED, as on a node that runs no consensus.
+   */
+  readonly raftIngress?: RaftIngress;
   readonly logger?: Logger;
+  /** Time for call deadlines. Default: the system clock. */
+  readonly clock?: Clock;
 }
 
 /** Who called, as gRPC knows it. */
@@ -77,38 +107,62 @@ export interface GrpcPeerInfo extends PeerInfo {
 }
 
 /** Counters of a server, for tests and metrics. */
-export interface GrpcServerStats {
-  /** Calls that reached a handler. */
-  callsStarted: number;
-  /** Calls answered with an error, refusals included (not those the caller cancelled). */
-  callsFailed: number;
-  /** Calls refused before a handler ran: over `maxInflightRequests`, or shutting down. */
-  callsRefused: number;
-  /** RaftService.Send calls answered. */
+export interface GrpcServerStats extends CallStats {
+  /** RaftService.Send calls answered with an ack. */
   raftEnvelopes: number;
-  /** Raft messages received. */
+  /** Raft messages received and decoded. */
   raftMessages: number;
+  /** RaftService.Send calls the ingress denied (PERMISSION_DENIED). */
+  raftDenied: number;
+  /** Raft messages the ingress did not queue (inbox full). */
+  raftDropped: number;
   /** RaftService.Send calls refused as malformed. */
   protocolErrors: number;
+  /**
+   * Times a connection crossed half its buffer bound because its client did
+   * not read: its new calls refused and its socket read slowly or not at all.
+   */
+  readsPaused: number;
+  /** Connections destroyed past `maxConnectionBufferBytes`. */
+  connectionsOverflowed: number;
 }
 
 type UnaryCall = grpc.ServerUnaryCall<Uint8Array, Uint8Array>;
 type StreamCall = grpc.ServerWritableStream<Uint8Array, Uint8Array>;
 type AnyCall = UnaryCall | StreamCall;
 
-/** One call running on the server. */
-interface Active {
-  readonly controller: AbortController;
+/** One client connection: its socket, its calls and what it holds for the client. */
+interface Connection {
+  readonly socket: net.Socket | null;
+  readonly calls: ConnectionCalls;
+  readonly outbound: OutboundBuffer;
+  /** Not read until its socket drains: the client reads nothing of what it was sent. */
+  blocked: boolean;
+  /** Not read for a moment: its answers wait on the client's flow-control window. */
+  throttled: boolean;
+  cancelThrottle: (() => void) | undefined;
 }
 
-/** What {@link GrpcRpcServer} sets up for one admitted call. */
+/** An admitted call, with the connection it runs on. */
 interface Admitted {
-  readonly ctx: CallContext;
-  /** The call ended well: frees its slot. */
-  done(): void;
-  /** The call failed: frees its slot, counts and logs, returns the status to answer. */
-  fail(error: unknown): GrpcStatus;
+  readonly call: ServerCall;
+  readonly connection: Connection;
+  /** Resolves when the call's HTTP/2 stream closes: its answer has left, or it was reset. */
+  readonly closed: Promise<void>;
 }
+
+/**
+ * While a connection holds more than half its bound in answers that wait on
+ * the client's HTTP/2 flow-control window, its socket is read one chunk per
+ * this many ms: enough for the WINDOW_UPDATE that releases them, far too
+ * little for a client that sends and never reads.
+ */
+const THROTTLED_READ_INTERVAL_MS = 250;
+
+/** After shutdown gives up on calls, how long it waits for the sockets to send their last answers. */
+const FLUSH_MS = 200;
+/** How long after its stream closed an answer may still be on its way from HTTP/2 to the socket. */
+const HTTP2_WRITE_LAG_MS = 10;
 
 /**
  * Serves a router's services over gRPC.
@@ -128,11 +182,11 @@ export class GrpcRpcServer {
   readonly #allowInsecure: boolean;
   readonly #limits: RpcLimits;
   readonly #log: Logger;
-  readonly #onRaftMessage: ((message: RaftMessage, from: PeerInfo) => void) | undefined;
-  readonly #failureLog = new RateLimiter(60_000);
-  readonly #active = new Set<Active>();
-  /** Calls in flight per connection (remote `ip:port`). */
-  readonly #perConnection = new Map<string, number>();
+  readonly #raftIngress: RaftIngress | undefined;
+  readonly #clock: Clock;
+  readonly #calls: ServerCalls;
+  /** Connections by the client's `ip:port`, as `call.getPeer()` names them. */
+  readonly #connections = new Map<string, Connection>();
   #server: grpc.Server | null = null;
   #listener: net.Server | null = null;
   /** Every TCP connection of the listener, so shutdown can close them. */
@@ -145,7 +199,11 @@ export class GrpcRpcServer {
     callsRefused: 0,
     raftEnvelopes: 0,
     raftMessages: 0,
+    raftDenied: 0,
+    raftDropped: 0,
     protocolErrors: 0,
+    readsPaused: 0,
+    connectionsOverflowed: 0,
   };
 
   constructor(options: GrpcRpcServerOptions) {
@@ -155,7 +213,11 @@ export class GrpcRpcServer {
     this.#allowInsecure = options.allowInsecure ?? false;
     this.#limits = { ...DEFAULT_RPC_LIMITS, ...options.limits };
     this.#log = options.logger ?? silentLogger;
-    this.#onRaftMessage = options.onRaftMessage;
+    this.#raftIngress = options.raftIngress;
+    this.#clock = options.clock ?? systemClock;
+    this.#calls = new ServerCalls({ stats: this.stats, log: this.#log, clock: this.#clock });
+    // Fails here, not at the first connection, if the bound is unusable.
+    new OutboundBuffer(this.#limits.maxConnectionBufferBytes, { onOverflow() {} });
   }
 
   /** The limits in force. */
@@ -165,7 +227,7 @@ export class GrpcRpcServer {
 
   /** Calls running now, over all connections. */
   get inflightCount(): number {
-    return this.#active.size;
+    return this.#calls.inflight;
   }
 
   /** The port listened on, once started; 0 before. */
@@ -200,8 +262,7 @@ export class GrpcRpcServer {
     // can close them without the GOAWAY that grpc-js would send (see shutdown()).
     const injector = server.createConnectionInjector(credentials);
     const listener = net.createServer((socket) => {
-      this.#sockets.add(socket);
-      socket.once("close", () => this.#sockets.delete(socket));
+      this.#adopt(socket);
       injector.injectConnection(socket);
     });
     try {
@@ -235,9 +296,10 @@ export class GrpcRpcServer {
   }
 
   /**
-   * Stops gracefully: refuses new calls (UNAVAILABLE) and connections, lets
-   * calls in flight finish for up to `timeoutMs`, then cancels the rest and
-   * closes every connection. Returns how many calls were abandoned.
+   * Stops gracefully: refuses new calls (UNAVAILABLE, with `reason` as the
+   * message when given) and connections, lets calls in flight finish for up
+   * to `timeoutMs`, then cancels the rest and closes every connection.
+   * Returns how many calls were abandoned.
    *
    * Connections are closed at the TCP level, without an HTTP/2 GOAWAY:
    * Deno 2.9.6's `node:http2` client can crash the whole process inside
@@ -245,7 +307,7 @@ export class GrpcRpcServer {
    * with grpc-js's tryShutdown and forceShutdown alike, never with a plain
    * close). Clients see the connection end, which is UNAVAILABLE to them.
    */
-  async shutdown(timeoutMs: number = 10_000): Promise<{ abandoned: number }> {
+  async shutdown(timeoutMs: number = 10_000, reason?: string): Promise<{ abandoned: number }> {
     const server = this.#server;
     if (this.#state === "stopped" || this.#state === "draining") return { abandoned: 0 };
     this.#state = "draining";
@@ -254,24 +316,119 @@ export class GrpcRpcServer {
       return { abandoned: 0 };
     }
     this.#listener?.close();
-    const until = Date.now() + timeoutMs;
-    while (this.#active.size > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())));
-    }
-    const abandoned = this.#active.size;
-    for (const call of this.#active) {
-      call.controller.abort(new RpcError(Code.UNAVAILABLE, "server is shutting down"));
-    }
-    // Let the last answers (and the abandoned calls' UNAVAILABLE) reach the sockets.
-    const flushUntil = Date.now() + 200;
-    do {
-      await new Promise((r) => setTimeout(r, 10));
-    } while ([...this.#sockets].some((s) => s.writableLength > 0) && Date.now() < flushUntil);
+    const { abandoned } = await this.#calls.drain(timeoutMs, reason);
+    // A closed HTTP/2 stream's last frames reach its socket a moment later.
+    await new Promise<void>((resolve) => this.#clock.after(HTTP2_WRITE_LAG_MS, resolve));
+    await this.#socketsFlushed(FLUSH_MS);
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
     server.forceShutdown();
     this.#state = "stopped";
     return { abandoned };
+  }
+
+  /** Resolves when no socket holds unsent bytes, or after `timeoutMs`. */
+  #socketsFlushed(timeoutMs: number): Promise<void> {
+    const pending = [...this.#sockets].filter((s) => s.writableLength > 0 && !s.destroyed);
+    if (pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      let left = pending.length;
+      const cleanups: (() => void)[] = [];
+      const finish = () => {
+        for (const cleanup of cleanups) cleanup();
+        resolve();
+      };
+      cleanups.push(this.#clock.after(timeoutMs, finish));
+      for (const socket of pending) {
+        const done = () => {
+          if (--left === 0) finish();
+        };
+        socket.once("drain", done);
+        socket.once("close", done);
+        cleanups.push(() => {
+          socket.off("drain", done);
+          socket.off("close", done);
+        });
+      }
+    });
+  }
+
+  /** Tracks a new TCP connection: its calls and its outbound bound. */
+  #adopt(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    const address = `${socket.remoteAddress}:${socket.remotePort}`;
+    const connection = this.#newConnection(address, socket);
+    this.#connections.set(address, connection);
+    socket.on("drain", () => {
+      connection.blocked = false;
+      if (!connection.throttled) socket.resume();
+      connection.outbound.check();
+    });
+    // Seen beside HTTP/2's own reading: each chunk read while the bound is
+    // half full holds the next one back for a moment.
+    socket.on("data", () => {
+      if (!connection.outbound.paused || connection.throttled) return;
+      connection.throttled = true;
+      socket.pause();
+      connection.cancelThrottle = this.#clock.after(THROTTLED_READ_INTERVAL_MS, () => {
+        connection.throttled = false;
+        if (!connection.blocked) socket.resume();
+      });
+    });
+    socket.once("close", () => {
+      connection.cancelThrottle?.();
+      this.#sockets.delete(socket);
+      if (this.#connections.get(address) === connection) this.#connections.delete(address);
+    });
+  }
+
+  #newConnection(address: string, socket: net.Socket | null): Connection {
+    const max = this.#limits.maxConnectionBufferBytes;
+    const connection: Connection = {
+      socket,
+      calls: this.#calls.connection(this.#limits),
+      blocked: false,
+      throttled: false,
+      cancelThrottle: undefined,
+      outbound: new OutboundBuffer(max, {
+        // Counted, not logged: one large answer to a slow reader pauses too.
+        onPause: () => this.stats.readsPaused++,
+        onOverflow: (bytes) => {
+          this.stats.connectionsOverflowed++;
+          this.#calls.warn(address, "closed a connection whose client does not read", {
+            peer: address,
+            reason:
+              `${bytes} bytes of answers waited for the client, over max_connection_buffer_bytes ${max}`,
+          });
+          socket?.destroy();
+        },
+      }, () => socket?.writableLength ?? 0),
+    };
+    return connection;
+  }
+
+  /** The connection a call came on (a call always has one; a stray address gets its own). */
+  #connectionOf(address: string): Connection {
+    let connection = this.#connections.get(address);
+    if (!connection) {
+      connection = this.#newConnection(address, null);
+      this.#connections.set(address, connection);
+    }
+    return connection;
+  }
+
+  /** Re-evaluates a connection's bound; stops reading a socket that holds too much itself. */
+  #checkOutbound(connection: Connection): void {
+    connection.outbound.check();
+    const socket = connection.socket;
+    if (
+      socket && !connection.blocked && !socket.destroyed &&
+      socket.writableLength > connection.outbound.softBytes
+    ) {
+      // Until 'drain': the client reads nothing, so nothing it sends can be waited for.
+      connection.blocked = true;
+      socket.pause();
+    }
   }
 
   #address(): HostPort {
@@ -350,153 +507,105 @@ export class GrpcRpcServer {
 
   #unary(bound: BoundMethod, call: UnaryCall, callback: grpc.sendUnaryData<Uint8Array>): void {
     const admitted = this.#admit(call, bound.info);
-    if ("code" in admitted) return callback(admitted);
-    const signal = admitted.ctx.signal;
-    untilAborted(bound.unary!(call.request, admitted.ctx), signal).then(
-      (response) => {
-        admitted.done();
-        callback(null, response);
+    if (!("call" in admitted)) return callback(admitted);
+    this.#run(admitted, bound, call.request, {
+      response: (bytes) => {
+        this.#hold(admitted, bytes.length);
+        callback(null, bytes);
       },
-      (e) => callback(admitted.fail(signal.aborted ? signal.reason : e)),
-    );
+      item() {},
+      end() {},
+      error: (error) => callback(statusOf(error)),
+    });
   }
 
   #stream(bound: BoundMethod, call: StreamCall): void {
     const admitted = this.#admit(call, bound.info);
-    if ("code" in admitted) {
+    if (!("call" in admitted)) {
       call.emit("error", admitted);
       return;
     }
-    const signal = admitted.ctx.signal;
-    const run = async () => {
-      const items = bound.stream!(call.request, admitted.ctx)[Symbol.asyncIterator]();
-      try {
-        for (;;) {
-          // Raced with the signal: a handler waiting for its next event is
-          // abandoned at once when the call ends, not at its next item.
-          const next = await untilAborted(items.next(), signal);
-          if (next.done) break;
-          signal.throwIfAborted();
-          // Back-pressure: a slow reader slows the handler, not our memory.
-          if (!call.write(next.value)) await untilAborted(drained(call), signal);
-        }
-      } finally {
-        if (signal.aborted) items.return?.().catch(() => {});
-      }
-      signal.throwIfAborted();
-    };
-    run().then(
-      () => {
-        admitted.done();
-        call.end();
+    const { connection, closed } = admitted;
+    // Items written and not yet taken by HTTP/2; what is left of them when the stream closes was dropped.
+    let unsent = 0;
+    closed.then(() => {
+      connection.outbound.release(unsent);
+      unsent = 0;
+    });
+    this.#run(admitted, bound, call.request, {
+      response() {},
+      item: (bytes) => {
+        const n = bytes.length;
+        unsent += n;
+        connection.outbound.add(n);
+        const ready = call.write(bytes, () => {
+          if (unsent < n) return;
+          unsent -= n;
+          connection.outbound.release(n);
+        });
+        this.#checkOutbound(connection);
+        // Back-pressure: a slow reader slows the handler, not our memory.
+        return ready ? undefined : drained(call);
       },
-      (e) => {
-        const status = admitted.fail(signal.aborted ? signal.reason : e);
-        if (!call.destroyed) call.emit("error", status);
+      end: () => call.end(),
+      error: (error) => {
+        if (!call.destroyed) call.emit("error", statusOf(error));
       },
-    );
+    });
   }
 
-  /** Starts a call's bookkeeping, or says why it may not run. */
+  /** Runs an admitted call; it keeps its slot until its HTTP/2 stream closes. */
+  #run(admitted: Admitted, bound: BoundMethod, request: Uint8Array, sink: CallSink): void {
+    runCall(admitted.call, bound, request, { ...sink, sent: () => admitted.closed });
+  }
+
+  /** Counts an answer of `bytes` handed to HTTP/2 until its stream closes. */
+  #hold(admitted: Admitted, bytes: number): void {
+    const { connection, closed } = admitted;
+    connection.outbound.add(bytes);
+    closed.then(() => connection.outbound.release(bytes));
+    this.#checkOutbound(connection);
+  }
+
+  /** Admits a call through the lifecycle, or says why it may not run. */
   #admit(call: AnyCall, info: MethodInfo): Admitted | GrpcStatus {
     const address = call.getPeer();
-    if (this.#state === "draining" || this.#state === "stopped") {
-      return this.#refuse(
-        new RpcError(Code.UNAVAILABLE, "server is shutting down; call another node"),
-      );
-    }
-    const running = this.#perConnection.get(address) ?? 0;
-    if (running >= this.#limits.maxInflightRequests) {
-      return this.#refuse(
+    const connection = this.#connectionOf(address);
+    this.#checkOutbound(connection);
+    if (connection.outbound.paused) {
+      return statusOf(this.#calls.refuse(
         new RpcError(
           Code.RESOURCE_EXHAUSTED,
-          `too many calls in flight on this connection (max_inflight_requests ${this.#limits.maxInflightRequests})`,
+          `this connection holds ${connection.outbound.bytes} bytes of answers its client has not read ` +
+            `(over half of max_connection_buffer_bytes ${connection.outbound.maxBytes}); read them, then call again`,
         ),
-      );
+      ));
     }
-    const now = Date.now();
     const callerDeadline = deadlineMsOf(call.getDeadline());
-    // A server stream the caller gave no deadline runs until cancelled (a watch);
-    // a unary call without one gets the default. Either is capped at the maximum.
-    const unbounded = callerDeadline === Infinity && info.kind === "server_streaming";
-    const deadlineMs = unbounded ? Infinity : Math.max(
-      0,
-      Math.min(
-        callerDeadline === Infinity ? this.#limits.defaultDeadlineMs : callerDeadline - now,
-        this.#limits.maxDeadlineMs,
-      ),
+    const admitted = connection.calls.admit(
+      info,
+      this.#peerOf(call, address),
+      callerDeadline === Infinity ? null : callerDeadline - this.#clock.now(),
     );
-    const deadline = now + deadlineMs;
-    const controller = new AbortController();
-    const timer = unbounded ? undefined : setTimeout(() =>
-      controller.abort(
-        new RpcError(
-          Code.DEADLINE_EXCEEDED,
-          `${info.label}: deadline of ${deadlineMs} ms passed on the server`,
-        ),
-      ), deadlineMs);
-    const active: Active = { controller };
-    let finished = false;
-    const finish = () => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      this.#active.delete(active);
-      const n = (this.#perConnection.get(address) ?? 1) - 1;
-      if (n > 0) this.#perConnection.set(address, n);
-      else this.#perConnection.delete(address);
-    };
-    // grpc-js says 'cancelled' when the call ends for any reason; only one
-    // that comes while the handler runs is the caller going away (or
+    if (admitted instanceof RpcError) return statusOf(admitted);
+    // grpc-js says 'cancelled' when the call's stream closes for any reason; only
+    // one that comes while the handler runs is the caller going away (or
     // grpc-js's own deadline timer, which answered DEADLINE_EXCEEDED).
-    (call as EventEmitter).on("cancelled", () => {
-      if (finished || controller.signal.aborted) return;
-      controller.abort(
-        Date.now() >= deadline
-          ? new RpcError(
-            Code.DEADLINE_EXCEEDED,
-            `${info.label}: deadline of ${deadlineMs} ms passed on the server`,
-          )
-          : new RpcError(Code.CANCELLED, `${info.label}: cancelled by the caller`),
-      );
+    const closed = new Promise<void>((resolve) => {
+      (call as EventEmitter).once("cancelled", () => {
+        resolve();
+        const deadline = admitted.ctx.deadline;
+        admitted.abort(
+          deadline !== null && this.#clock.now() >= deadline
+            ? new RpcError(
+              Code.DEADLINE_EXCEEDED,
+              `${info.label}: deadline of ${admitted.deadlineMs} ms passed on the server`,
+            )
+            : new RpcError(Code.CANCELLED, `${info.label}: cancelled by the caller`),
+        );
+      });
     });
-    this.#active.add(active);
-    this.#perConnection.set(address, running + 1);
-    this.stats.callsStarted++;
-    const ctx: CallContext = {
-      method: info,
-      peer: this.#peerOf(call, address),
-      signal: controller.signal,
-      deadline: unbounded ? null : deadline,
-    };
-    return {
-      ctx,
-      done: finish,
-      fail: (error) => {
-        finish();
-        const e = toRpcError(error);
-        // A cancelled call's caller is gone: nothing was answered, nothing failed.
-        if (e.code !== Code.CANCELLED) this.stats.callsFailed++;
-        if (e.code === Code.INTERNAL || e.code === Code.UNKNOWN) {
-          const suppressed = this.#failureLog.allow(info.label);
-          if (suppressed >= 0) {
-            this.#log.warn("handler failed", {
-              method: info.label,
-              peer: address,
-              error,
-              ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
-            });
-          }
-        }
-        return { code: e.code, details: e.message };
-      },
-    };
-  }
-
-  #refuse(error: RpcError): GrpcStatus {
-    this.stats.callsRefused++;
-    this.stats.callsFailed++;
-    return statusOf(error);
+    return { call: admitted, connection, closed };
   }
 
   #peerOf(call: AnyCall, address: string): GrpcPeerInfo {
@@ -510,14 +619,20 @@ export class GrpcRpcServer {
 
   #raftSend(call: UnaryCall, callback: grpc.sendUnaryData<Uint8Array>): void {
     const address = call.getPeer();
-    if (this.#state === "draining" || this.#state === "stopped") {
-      return callback(
-        this.#refuse(new RpcError(Code.UNAVAILABLE, "server is shutting down; call another node")),
-      );
+    const refused = this.#calls.refusal();
+    if (refused) return callback(statusOf(refused));
+    const ingress = this.#raftIngress;
+    if (!ingress) {
+      return callback(statusOf(this.#calls.refuse(
+        new RpcError(
+          Code.UNIMPLEMENTED,
+          "raft.Send: this node runs no consensus; it takes no Raft messages",
+        ),
+      )));
     }
     let messages: RaftMessage[];
     try {
-      // Decode everything before handing anything over: a bad envelope is refused whole.
+      // Decode everything before offering anything: a bad envelope is refused whole.
       const envelope = fromBinary(RaftEnvelopeSchema, call.request);
       messages = envelope.messages.map((bytes, i) => {
         try {
@@ -528,29 +643,24 @@ export class GrpcRpcServer {
       });
     } catch (e) {
       this.stats.protocolErrors++;
-      this.stats.callsFailed++;
-      const suppressed = this.#failureLog.allow(`raft:${address}`);
-      if (suppressed >= 0) {
-        this.#log.warn("refused a malformed Raft envelope", { peer: address, error: e });
-      }
-      return callback(statusOf(
+      this.#calls.warn(address, "refused a malformed Raft envelope", { peer: address, error: e });
+      return callback(statusOf(this.#calls.refuse(
         new RpcError(
           Code.INVALID_ARGUMENT,
           `raft.Send: malformed envelope (${call.request.length} bytes): ${(e as Error).message}`,
         ),
-      ));
+      )));
+    }
+    this.stats.raftMessages += messages.length;
+    const offer = ingress.offer(messages, this.#peerOf(call, address));
+    if (offer.denied) {
+      this.stats.raftDenied++;
+      this.stats.callsFailed++;
+      return callback({ code: Code.PERMISSION_DENIED, details: offer.denied.message });
     }
     this.stats.raftEnvelopes++;
-    this.stats.raftMessages += messages.length;
-    let accepted = 0;
-    if (this.#onRaftMessage) {
-      const from = this.#peerOf(call, address);
-      for (const message of messages) {
-        this.#onRaftMessage(message, from);
-        accepted++;
-      }
-    }
-    callback(null, toBinary(RaftAckSchema, create(RaftAckSchema, { accepted })));
+    this.stats.raftDropped += messages.length - offer.accepted;
+    callback(null, toBinary(RaftAckSchema, create(RaftAckSchema, { accepted: offer.accepted })));
   }
 }
 

@@ -14,11 +14,22 @@
  * so each batch is converted once, in slices of at most
  * {@link WRITE_SLICE_BYTES} to bound the size of the temporary array.
  *
+ * Bounds: every byte queued and not yet taken by the binding is counted in
+ * an optional {@link OutboundCount} that the connection's streams share;
+ * while it is paused (the peer does not read what it was sent) the read
+ * loop reads nothing, so a peer that sends requests and never reads the
+ * answers is held back by QUIC's flow control, not by this node's memory.
+ *
  * @module
  */
 
 import { FrameDecoder } from "../../codec/decoder.ts";
-import { type Frame, type FrameHeader, FrameWriter } from "../../codec/frame.ts";
+import {
+  type Frame,
+  FRAME_HEADER_BYTES,
+  type FrameHeader,
+  FrameWriter,
+} from "../../codec/frame.ts";
 import { toArray } from "./bytes.ts";
 import type { IrohBiStream } from "./connection.ts";
 
@@ -37,6 +48,26 @@ export interface FrameStreamHandlers {
    * Called once.
    */
   onClose(error: Error | null): void;
+  /**
+   * The peer showed a sign of life: bytes arrived (`"read"`), or the binding
+   * took a slice of ours (`"written"`; QUIC takes them only within the
+   * window the peer's reads keep open, though a window's worth goes even to
+   * a peer that died).
+   */
+  onActivity?(kind: "read" | "written"): void;
+}
+
+/**
+ * The outbound bytes of a connection, shared by its streams (an
+ * `OutboundBuffer` of `rpc/outbound.ts` fits).
+ */
+export interface OutboundCount {
+  /** While true, streams read nothing from the peer. */
+  readonly paused: boolean;
+  add(bytes: number): void;
+  release(bytes: number): void;
+  /** Resolves when no longer paused. */
+  whenResumed(): Promise<void>;
 }
 
 /** Options of a {@link FrameStream}. */
@@ -49,6 +80,16 @@ export interface FrameStreamOptions {
   readonly readChunkBytes?: number;
   /** Queue size that makes {@link FrameStream.drained} wait. Default 1 MiB. */
   readonly highWaterBytes?: number;
+  /** Counts this stream's unsent bytes with its connection's; reading stops while it is paused. */
+  readonly outbound?: OutboundCount;
+  /** Read on while `outbound` is paused (a client reads answers whatever the peer does). */
+  readonly readWhilePaused?: boolean;
+}
+
+/** Where a frame the decoder refused came from, when its whole header arrived. */
+export interface RefusedHeader {
+  readonly method: number;
+  readonly requestId: bigint;
 }
 
 /** A bidirectional stream that carries frames. */
@@ -58,6 +99,17 @@ export class FrameStream {
   readonly #decoder: FrameDecoder;
   readonly #readChunkBytes: number;
   readonly #highWaterBytes: number;
+  readonly #outbound: OutboundCount | undefined;
+  readonly #pauseReads: boolean;
+  /** Bytes queued or being written, counted in `#outbound`. */
+  #outboundBytes = 0;
+  /** Chunks holding the bytes the decoder has not consumed, oldest first. */
+  #unread: Uint8Array[] = [];
+  #unreadBytes = 0;
+  /** Bytes the decoder held when it was last asked for a frame. */
+  #undecodedBytes = 0;
+  /** Wakes a read loop waiting for the outbound count to resume. */
+  #unpause: (() => void) | null = null;
   #queue = new FrameWriter(4096);
   #spare = new FrameWriter(4096);
   #flushing = false;
@@ -74,6 +126,8 @@ export class FrameStream {
     });
     this.#readChunkBytes = options.readChunkBytes ?? 64 * 1024;
     this.#highWaterBytes = options.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+    this.#outbound = options.outbound;
+    this.#pauseReads = options.readWhilePaused !== true;
   }
 
   /** Starts the read loop. */
@@ -94,21 +148,53 @@ export class FrameStream {
     return this.#queue.length;
   }
 
+  /** Bytes queued or being written: what this stream holds for its peer. */
+  get outboundBytes(): number {
+    return this.#outboundBytes;
+  }
+
+  /**
+   * After the decoder refused a frame: that frame's method and request id,
+   * when all 24 bytes of its header arrived; else null.
+   */
+  refusedHeader(): RefusedHeader | null {
+    const skip = this.#unreadBytes - this.#undecodedBytes;
+    if (this.#decoder.error === null || this.#undecodedBytes < FRAME_HEADER_BYTES) return null;
+    const header = new Uint8Array(FRAME_HEADER_BYTES);
+    let filled = 0;
+    let offset = skip;
+    for (const chunk of this.#unread) {
+      if (offset >= chunk.length) {
+        offset -= chunk.length;
+        continue;
+      }
+      const take = Math.min(FRAME_HEADER_BYTES - filled, chunk.length - offset);
+      header.set(chunk.subarray(offset, offset + take), filled);
+      filled += take;
+      offset = 0;
+      if (filled === FRAME_HEADER_BYTES) break;
+    }
+    const view = new DataView(header.buffer);
+    return { method: view.getUint16(6), requestId: view.getBigUint64(8) };
+  }
+
   /**
    * Queues one frame. Throws if the stream is closed: the caller then knows
    * the frame will never be delivered.
    */
   send(header: FrameHeader, payload?: Uint8Array): void {
     this.#ensureOpen();
+    const before = this.#queue.length;
     this.#queue.append(header, payload);
-    this.#schedule();
+    this.#queued(this.#queue.length - before);
   }
 
   /** Queues frames written directly into the pooled buffer (e.g. `appendRaftFrame`). */
   sendWith(write: (writer: FrameWriter) => void): void {
     this.#ensureOpen();
+    const before = this.#queue.length;
     write(this.#queue);
-    this.#schedule();
+    this.#queued(this.#queue.length - before);
   }
 
   /** Resolves when the queue is below the high-water mark; rejects if the stream closes. */
@@ -143,6 +229,20 @@ export class FrameStream {
     return this.#closed ?? new Error("stream closed");
   }
 
+  #queued(bytes: number): void {
+    this.#outboundBytes += bytes;
+    this.#outbound?.add(bytes);
+    this.#schedule();
+  }
+
+  /** Counts `bytes` as taken by the binding, unless the stream closed (then all were released). */
+  #written(bytes: number): void {
+    if (this.#closed !== undefined) return;
+    this.#outboundBytes -= bytes;
+    this.#outbound?.release(bytes);
+    this.#handlers.onActivity?.("written");
+  }
+
   #schedule(): void {
     if (this.#flushing) return;
     this.#flushing = true;
@@ -159,7 +259,9 @@ export class FrameStream {
         this.#wakeDrainWaiters();
         const bytes = batch.bytes();
         for (let at = 0; at < bytes.length; at += WRITE_SLICE_BYTES) {
-          await this.#stream.send.writeArray(toArray(bytes.subarray(at, at + WRITE_SLICE_BYTES)));
+          const slice = bytes.subarray(at, at + WRITE_SLICE_BYTES);
+          await this.#stream.send.writeArray(toArray(slice));
+          this.#written(slice.length);
         }
         batch.clear();
       }
@@ -183,16 +285,38 @@ export class FrameStream {
   async #readLoop(): Promise<void> {
     const recv = this.#stream.recv;
     const decoder = this.#decoder;
+    const outbound = this.#outbound;
     while (this.#closed === undefined) {
+      if (outbound?.paused && this.#pauseReads) {
+        // The peer is not reading what we sent: read nothing of it either.
+        await new Promise<void>((resolve) => {
+          this.#unpause = resolve;
+          outbound.whenResumed().then(resolve);
+        });
+        this.#unpause = null;
+        continue;
+      }
       const chunk = await recv.read(this.#readChunkBytes);
       if (chunk === null) {
         decoder.end();
         return;
       }
+      this.#handlers.onActivity?.("read");
       decoder.push(chunk);
-      for (let frame = decoder.next(); frame !== null; frame = decoder.next()) {
+      this.#unread.push(chunk);
+      this.#unreadBytes += chunk.length;
+      for (;;) {
+        // A failing decoder forgets its input: note where the next frame starts.
+        this.#undecodedBytes = decoder.bufferedBytes;
+        const frame = decoder.next();
+        if (frame === null) break;
         this.#handlers.onFrame(frame);
         if (this.#closed !== undefined) return;
+      }
+      // Keep only the chunks the decoder still reads from (for refusedHeader).
+      while (this.#unreadBytes - this.#unread[0]!.length >= decoder.bufferedBytes) {
+        this.#unreadBytes -= this.#unread.shift()!.length;
+        if (this.#unread.length === 0) break;
       }
     }
   }
@@ -200,6 +324,9 @@ export class FrameStream {
   #close(reason: Error | null): void {
     if (this.#closed !== undefined) return;
     this.#closed = reason;
+    this.#outbound?.release(this.#outboundBytes);
+    this.#outboundBytes = 0;
+    this.#unpause?.();
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
     const error = this.#closedError();

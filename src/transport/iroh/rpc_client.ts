@@ -12,6 +12,16 @@
  * that arrives during backoff waits for the next attempt if that comes
  * before its deadline, else fails at once saying when the next attempt is.
  *
+ * What a connection queues for a peer that does not read is bounded by
+ * `maxConnectionBufferBytes`, as on the server: past half of it new calls and
+ * Raft messages to that peer fail at once with UNAVAILABLE (so the dual
+ * runner can take another transport), past all of it the connection is
+ * dropped and made again.
+ *
+ * Liveness (docs/iroh-rpc.md): a connection sends a Heartbeat frame when it
+ * has received nothing for `keepaliveIntervalMs`, and is declared dead after
+ * `deadPeerTimeoutMs` without a byte from the peer.
+ *
  * @module
  */
 
@@ -23,9 +33,11 @@ import {
   raftMessagePriority,
 } from "../../codec/raft.ts";
 import { FLAG_LAST, FrameType, Priority } from "../../codec/frame.ts";
+import { clientDeadlineMs } from "../../rpc/call.ts";
 import type { CallTransport } from "../../rpc/client.ts";
 import { Code, decodeStatus, RpcError } from "../../rpc/errors.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
+import { OutboundBuffer } from "../../rpc/outbound.ts";
 import type { CallOptions, MethodInfo } from "../../rpc/services.ts";
 import type { IrohConnection } from "./connection.ts";
 import {
@@ -172,17 +184,26 @@ class Session {
   readonly #streams: (Promise<FrameStream> | undefined)[] = [];
   readonly #maxFrameBytes: number;
   readonly #label: string;
+  /** What this connection holds for the peer. */
+  readonly outbound: OutboundBuffer;
   nextId = 1n;
-  /** `performance.now()` of the last frame received on any stream. */
+  /** `performance.now()` of the last bytes received on any stream. */
   lastReceivedAt = performance.now();
 
   readonly #ownId: string;
 
-  constructor(conn: IrohConnection, maxFrameBytes: number, label: string, ownId: string) {
+  constructor(
+    conn: IrohConnection,
+    limits: RpcLimits,
+    label: string,
+    ownId: string,
+    onOverflow: (bytes: number) => void,
+  ) {
     this.conn = conn;
     this.#ownId = ownId;
-    this.#maxFrameBytes = maxFrameBytes;
+    this.#maxFrameBytes = limits.maxFrameBytes;
     this.#label = label;
+    this.outbound = new OutboundBuffer(limits.maxConnectionBufferBytes, { onOverflow });
   }
 
   /** The stream of a priority class, opened on first use. */
@@ -195,14 +216,31 @@ class Session {
     // quinn sends higher numbers first: Election (0) gets the highest.
     bi.send.setPriority(Priority.Service - priority).catch(() => {});
     const fs: FrameStream = new FrameStream(bi, {
-      onFrame: (frame) => {
-        this.lastReceivedAt = performance.now();
-        this.pending.get(frame.requestId)?.frame(frame);
-      },
+      onFrame: (frame) => this.pending.get(frame.requestId)?.frame(frame),
       onClose: (error) => this.#streamClosed(priority, error),
-    }, { maxFrameBytes: this.#maxFrameBytes, source: this.#label });
+      // Bytes count, not only whole frames: a large answer takes seconds to arrive.
+      onActivity: (kind) => {
+        if (kind === "read") this.lastReceivedAt = performance.now();
+      },
+    }, {
+      maxFrameBytes: this.#maxFrameBytes,
+      source: this.#label,
+      // Answers are read whatever the peer does with our requests.
+      outbound: this.outbound,
+      readWhilePaused: true,
+    });
     fs.start();
     return fs;
+  }
+
+  /** UNAVAILABLE while the peer leaves more than half the bound unread; else null. */
+  notReading(label: string): RpcError | null {
+    if (!this.outbound.paused) return null;
+    return new RpcError(
+      Code.UNAVAILABLE,
+      `${label}: ${this.#label} is not reading what this node sent (${this.outbound.bytes} bytes wait for it, ` +
+        `over half of max_connection_buffer_bytes ${this.outbound.maxBytes})`,
+    );
   }
 
   #streamClosed(priority: Priority, error: Error | null): void {
@@ -285,8 +323,8 @@ export class PeerChannel implements CallTransport {
     request: Uint8Array,
     options: CallOptions = {},
   ): Promise<Uint8Array> {
-    const deadlineMs = this.#deadline(options.deadlineMs, method);
-    const deadlineAt = performance.now() + deadlineMs;
+    const deadlineAt = performance.now() +
+      clientDeadlineMs(options.deadlineMs, method, this.#o.limits);
     options.signal?.throwIfAborted();
     const session = await this.#ready(deadlineAt, method.label, options.waitForReady);
     const fs = await this.#stream(session, Priority.Service, method.label);
@@ -315,9 +353,8 @@ export class PeerChannel implements CallTransport {
     options: CallOptions = {},
   ): AsyncGenerator<Uint8Array, void, undefined> {
     // A stream has no deadline unless the caller gives one (WatchEvents runs for hours).
-    const deadlineAt = options.deadlineMs === undefined
-      ? Infinity
-      : performance.now() + this.#deadline(options.deadlineMs, method);
+    const deadlineAt = performance.now() +
+      clientDeadlineMs(options.deadlineMs, method, this.#o.limits);
     options.signal?.throwIfAborted();
     const session = await this.#ready(
       Math.min(deadlineAt, performance.now() + this.#o.limits.defaultDeadlineMs),
@@ -384,6 +421,8 @@ export class PeerChannel implements CallTransport {
     const label = `raft.${raftMessageKindName(message.kind)}`;
     const session = await this.#ready(performance.now() + this.#o.connectTimeoutMs, label);
     const fs = await this.#stream(session, raftMessagePriority(message.kind), label);
+    const notReading = session.notReading(label);
+    if (notReading) throw notReading;
     try {
       fs.sendWith((writer) => appendRaftFrame(writer, message));
     } catch (e) {
@@ -401,17 +440,6 @@ export class PeerChannel implements CallTransport {
       session.failAll(new RpcError(Code.UNAVAILABLE, `${this.#label}: client closed`));
       session.conn.close(CloseCode.Normal, "client closed");
     }
-  }
-
-  #deadline(requested: number | undefined, method: MethodInfo): number {
-    const ms = requested ?? this.#o.limits.defaultDeadlineMs;
-    if (!(ms > 0)) {
-      throw new RpcError(
-        Code.INVALID_ARGUMENT,
-        `${method.label}: deadline ${ms} ms: expected more than 0`,
-      );
-    }
-    return Math.min(ms, this.#o.limits.maxDeadlineMs);
   }
 
   /** Registers a call, sends its request, arms its deadline and cancellation. */
@@ -449,6 +477,11 @@ export class PeerChannel implements CallTransport {
         deadlineMs: 0,
       });
     };
+    const notReading = session.notReading(method.label);
+    if (notReading) {
+      handlers.fail(notReading);
+      return { done, cancel };
+    }
     session.pending.set(id, { priority: Priority.Service, ...handlers });
     const remaining = Math.max(1, Math.ceil(deadlineAt - performance.now()));
     try {
@@ -576,11 +609,17 @@ export class PeerChannel implements CallTransport {
         conn.close(CloseCode.Normal, "client closed");
         throw new RpcError(Code.UNAVAILABLE, `${this.#label}: client closed`);
       }
-      const session = new Session(
+      const session: Session = new Session(
         conn,
-        this.#o.limits.maxFrameBytes,
+        this.#o.limits,
         this.#label,
         this.#o.endpoint.id,
+        (bytes) => {
+          const reason =
+            `${this.#label} did not read ${bytes} bytes sent to it (max_connection_buffer_bytes ${this.#o.limits.maxConnectionBufferBytes})`;
+          this.#lost(session, { byPeer: false, code: undefined, reason });
+          conn.close(CloseCode.Normal, reason);
+        },
       );
       this.#session = session;
       this.#failures = 0;
@@ -605,7 +644,8 @@ export class PeerChannel implements CallTransport {
   /**
    * Sends a Heartbeat frame when the connection has been quiet for a
    * keepalive interval, and declares it dead after `deadPeerTimeoutMs` of
-   * silence: a peer that was killed never says goodbye.
+   * silence: a peer that was killed never says goodbye. The server answers
+   * each Heartbeat, and counts it as a sign of life of ours.
    */
   #keepalive(session: Session): void {
     const { keepaliveIntervalMs, deadPeerTimeoutMs } = this.#o;

@@ -3,16 +3,26 @@
  * from allowed endpoints, reads frames from each priority stream, and runs
  * the registered implementations.
  *
- * Owns: {@link IrohRpcServer}. Imports the codec, `rpc/` (router, errors,
- * limits, services' types) and this folder's endpoint and stream wrappers.
+ * Owns: {@link IrohRpcServer}, {@link RpcCloseCode}. Imports the codec,
+ * `rpc/` (router, call lifecycle, outbound bound, errors, limits, Raft
+ * ingress, services' types) and this folder's endpoint and stream wrappers.
  *
  * Per connection: up to `maxConcurrentStreams` bidirectional streams (a
- * client opens one per priority class), up to `maxInflightRequests` calls at
- * once, each with a deadline (the caller's, else the default for a unary
- * call and none for a stream, never above the maximum) after which its
- * handler is abandoned and the caller told.
- * Garbage on any stream closes that connection with {@link RpcCloseCode.ProtocolError};
- * everyone else is unaffected.
+ * client opens one per priority class), and calls run by the shared call
+ * lifecycle (`rpc/call.ts`): up to `maxInflightRequests` at once, each with
+ * a deadline (the caller's, else the default for a unary call and none for a
+ * stream, never above the maximum) after which its handler is abandoned and
+ * the caller told. What the connection holds for its peer is bounded by
+ * `maxConnectionBufferBytes` (`rpc/outbound.ts`): past half of it the
+ * connection's streams are not read, past all of it the connection is closed
+ * with {@link RpcCloseCode.BufferFull}. A connection on which the peer shows
+ * no sign of life for `idleTimeoutMs` is closed with
+ * {@link RpcCloseCode.IdleTimeout} (docs/iroh-rpc.md says what clients send
+ * to stay open). Garbage on any stream closes that connection with
+ * {@link RpcCloseCode.ProtocolError}; everyone else is unaffected.
+ *
+ * Raft frames (service 6) are offered one by one to the {@link RaftIngress};
+ * the read loop never waits for it.
  *
  * @module
  */
@@ -25,20 +35,31 @@ import {
   type Frame,
   FrameType,
   frameTypeName,
+  Priority,
   SUPPORTED_VERSIONS,
 } from "../../codec/frame.ts";
-import { Code, encodeStatus, RpcError, toRpcError } from "../../rpc/errors.ts";
-import { untilAborted } from "../../rpc/abort.ts";
+import {
+  type CallStats,
+  type Clock,
+  type ConnectionCalls,
+  runCall,
+  type ServerCall,
+  ServerCalls,
+  systemClock,
+} from "../../rpc/call.ts";
+import { Code, encodeStatus, RpcError } from "../../rpc/errors.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
+import { OutboundBuffer } from "../../rpc/outbound.ts";
+import type { RaftIngress } from "../../rpc/raft_ingress.ts";
 import type { RpcRouter } from "../../rpc/router.ts";
-import type { CallContext, PeerInfo } from "../../rpc/services.ts";
-import { type Logger, RateLimiter, silentLogger } from "../../util/log.ts";
+import type { PeerInfo } from "../../rpc/services.ts";
+import { type Logger, silentLogger } from "../../util/log.ts";
 import type { IrohBiStream, IrohConnection } from "./connection.ts";
 import { type EndpointAllowlist, type IrohEndpoint, isAllowed } from "./endpoint.ts";
 import { IrohError } from "./errors.ts";
 import { FrameStream } from "./frame_stream.ts";
 
-/** Application close codes of RPC connections (QUIC CONNECTION_CLOSE). */
+/** Application close codes of RPC connections (QUIC CONNECTION_CLOSE), as docs/iroh-rpc.md lists them. */
 export const RpcCloseCode = {
   /** Graceful close, including server shutdown. */
   Normal: 0,
@@ -46,9 +67,16 @@ export const RpcCloseCode = {
   ProtocolError: 400,
   /** The endpoint id is not allowed (set by the endpoint layer). */
   NotAllowed: 403,
-  /** The server is shutting down and takes no new connections. */
+  /** The peer showed no sign of life for the server's idle timeout. */
+  IdleTimeout: 408,
+  /** The peer did not read its answers: more than `max_connection_buffer_bytes` waited for it. */
+  BufferFull: 429,
+  /** The server is shutting down, or parked, and takes no new connections. */
   ShuttingDown: 503,
 } as const;
+
+/** Default of {@link IrohRpcServerOptions.idleTimeoutMs}. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 
 /** Options of an {@link IrohRpcServer}. */
 export interface IrohRpcServerOptions {
@@ -59,27 +87,44 @@ export interface IrohRpcServerOptions {
   readonly limits?: Partial<RpcLimits>;
   readonly logger?: Logger;
   /**
-   * Receives the Raft messages peers send (service 6). Raft messages are
-   * one-way: nothing is sent back for them. Without it they are dropped.
+   * Takes the Raft messages peers send (service 6), one frame at a time. Raft
+   * messages are one-way: nothing is answered unless the ingress denies the
+   * sender. Without it they are dropped and counted, as on a node that runs
+   * no consensus.
    */
-  readonly onRaftMessage?: (message: RaftMessage, from: PeerInfo) => void;
+  readonly raftIngress?: RaftIngress;
+  /**
+   * A connection on which nothing arrived from the peer, and nothing we sent
+   * was taken, for this long is closed (code 408), ms. Default 10,000: ten
+   * of a client's 1 s heartbeats. A peer killed or cut off says no goodbye;
+   * QUIC alone would notice only at its own idle timeout (~30 s here).
+   */
+  readonly idleTimeoutMs?: number;
+  /** Time for call deadlines and the idle timeout. Default: the system clock. */
+  readonly clock?: Clock;
 }
 
 /** Counters of a server, for tests and metrics. */
-export interface IrohServerStats {
+export interface IrohServerStats extends CallStats {
   connectionsAccepted: number;
-  /** Connection attempts refused (not allowed, handshake failed, too many pending). */
+  /** Connection attempts refused (not allowed, handshake failed, too many pending, parked). */
   connectionsRefused: number;
   /** Connections closed because a peer sent garbage. */
   protocolErrors: number;
-  /** Calls that reached a handler. */
-  callsStarted: number;
-  /** Calls refused or failed (any Error frame sent). */
-  callsFailed: number;
   /** Streams refused over `maxConcurrentStreams`. */
   streamsRefused: number;
-  /** Raft messages received. */
+  /** Raft messages received and decoded. */
   raftMessages: number;
+  /** Raft frames answered PERMISSION_DENIED by the ingress. */
+  raftDenied: number;
+  /** Raft messages not queued: no ingress, or its inbox was full. */
+  raftDropped: number;
+  /** Times a connection stopped being read because its peer did not read (past half the buffer bound). */
+  readsPaused: number;
+  /** Connections closed past `maxConnectionBufferBytes` (code 429). */
+  connectionsOverflowed: number;
+  /** Connections closed after `idleTimeoutMs` without a sign of life (code 408). */
+  connectionsIdle: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -91,19 +136,26 @@ export class IrohRpcServer {
   readonly #allow: EndpointAllowlist;
   #limits: RpcLimits;
   readonly #log: Logger;
-  readonly #onRaftMessage: ((message: RaftMessage, from: PeerInfo) => void) | undefined;
-  readonly #refusalLog = new RateLimiter(60_000);
+  readonly #raftIngress: RaftIngress | undefined;
+  readonly #idleTimeoutMs: number;
+  readonly #clock: Clock;
   readonly #connections = new Set<ServerConnection>();
+  readonly #calls: ServerCalls;
   #acceptLoop: Promise<void> | null = null;
-  #draining = false;
   readonly stats: IrohServerStats = {
     connectionsAccepted: 0,
     connectionsRefused: 0,
     protocolErrors: 0,
     callsStarted: 0,
     callsFailed: 0,
+    callsRefused: 0,
     streamsRefused: 0,
     raftMessages: 0,
+    raftDenied: 0,
+    raftDropped: 0,
+    readsPaused: 0,
+    connectionsOverflowed: 0,
+    connectionsIdle: 0,
   };
 
   constructor(options: IrohRpcServerOptions) {
@@ -112,13 +164,13 @@ export class IrohRpcServer {
     this.#allow = options.allow;
     this.#limits = { ...DEFAULT_RPC_LIMITS, ...options.limits };
     this.#log = options.logger ?? silentLogger;
-    this.#onRaftMessage = options.onRaftMessage;
-  }
-
-  /** @internal Hands a Raft message to the consensus module. */
-  raftMessage(message: RaftMessage, from: PeerInfo): void {
-    this.stats.raftMessages++;
-    this.#onRaftMessage?.(message, from);
+    this.#raftIngress = options.raftIngress;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (!(this.#idleTimeoutMs > 0)) {
+      throw new RangeError(`idleTimeoutMs ${this.#idleTimeoutMs}: expected more than 0`);
+    }
+    this.#clock = options.clock ?? systemClock;
+    this.#calls = new ServerCalls({ stats: this.stats, log: this.#log, clock: this.#clock });
   }
 
   /** The limits in force. */
@@ -138,8 +190,13 @@ export class IrohRpcServer {
 
   /** Calls running now, over all connections. */
   get inflightCount(): number {
+    return this.#calls.inflight;
+  }
+
+  /** Bytes held for peers now, over all connections (queued answers not yet sent). */
+  get outboundBytes(): number {
     let n = 0;
-    for (const c of this.#connections) n += c.inflight;
+    for (const c of this.#connections) n += c.outboundBytes;
     return n;
   }
 
@@ -155,21 +212,24 @@ export class IrohRpcServer {
 
   /**
    * Stops gracefully: takes no new connections or calls, lets calls in flight
-   * finish for up to `timeoutMs`, then abandons the rest and closes every
-   * connection. Returns how many calls were abandoned. The endpoint itself is
-   * the caller's to close.
+   * finish for up to `timeoutMs`, then abandons the rest (UNAVAILABLE) and
+   * closes every connection. Returns how many calls were abandoned. The
+   * endpoint itself is the caller's to close.
+   *
+   * `reason` says why to everyone refused or cut off from now until
+   * {@link resume}: it is the close reason of the connections and the
+   * message of the UNAVAILABLE that refuses calls and new connections (e.g.
+   * "this node no longer serves Iroh; it serves gRPC at 10.0.0.1:7400").
+   * Default: "server is shutting down".
    */
-  async shutdown(timeoutMs: number = 10_000): Promise<{ abandoned: number }> {
-    this.#draining = true;
-    const until = Date.now() + timeoutMs;
-    while (this.inflightCount > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())));
-    }
-    const abandoned = this.inflightCount;
+  async shutdown(timeoutMs: number = 10_000, reason?: string): Promise<{ abandoned: number }> {
+    const result = await this.#calls.drain(timeoutMs, reason);
     await Promise.all(
-      [...this.#connections].map((c) => c.close(RpcCloseCode.Normal, "server shutting down")),
+      [...this.#connections].map((c) =>
+        c.close(RpcCloseCode.Normal, reason ?? "server shutting down")
+      ),
     );
-    return { abandoned };
+    return result;
   }
 
   /**
@@ -180,7 +240,7 @@ export class IrohRpcServer {
    * same process.
    */
   resume(): void {
-    this.#draining = false;
+    this.#calls.resume();
   }
 
   /**
@@ -202,77 +262,84 @@ export class IrohRpcServer {
   }
 
   #adopt(connection: IrohConnection): void {
-    if (this.#draining) {
-      connection.close(RpcCloseCode.ShuttingDown, "server shutting down");
+    const parked = this.#calls.drainReason;
+    if (parked !== null) {
+      this.stats.connectionsRefused++;
+      connection.close(RpcCloseCode.ShuttingDown, truncate(parked));
       return;
     }
     this.stats.connectionsAccepted++;
-    const sc = new ServerConnection(connection, this, this.#router, this.#limits, this.#log);
+    const sc = new ServerConnection(connection, this, {
+      router: this.#router,
+      calls: this.#calls.connection(this.#limits),
+      log: this.#log,
+      raftIngress: this.#raftIngress,
+      idleTimeoutMs: this.#idleTimeoutMs,
+      clock: this.#clock,
+    });
     this.#connections.add(sc);
     sc.start().finally(() => this.#connections.delete(sc));
   }
 
   #refused(error: IrohError): void {
     this.stats.connectionsRefused++;
-    const who = error.remoteId ?? "unknown endpoint";
-    const suppressed = this.#refusalLog.allow(`refused:${who}`);
-    if (suppressed >= 0) {
-      this.#log.warn("refused a connection", {
-        peer: who,
-        reason: error.message,
-        ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
-      });
-    }
+    this.peerWarning(error.remoteId ?? "unknown endpoint", "refused a connection", {
+      reason: error.message,
+    });
   }
 
-  /** @internal */
-  get draining(): boolean {
-    return this.#draining;
-  }
-
-  /** @internal Logs a protocol error at most once a minute per peer. */
-  protocolError(peer: string, error: Error): void {
-    this.stats.protocolErrors++;
-    const suppressed = this.#refusalLog.allow(`protocol:${peer}`);
-    if (suppressed >= 0) {
-      this.#log.warn("closed a connection for a protocol error", { peer, error: error.message });
-    }
+  /** @internal Logs `message` about `peer` at most once a minute per peer and message. */
+  peerWarning(peer: string, message: string, fields: Record<string, unknown> = {}): void {
+    this.#calls.warn(peer, message, { peer, ...fields });
   }
 }
 
-interface Call {
-  readonly controller: AbortController;
-  readonly timer: ReturnType<typeof setTimeout> | undefined;
+/** What a {@link ServerConnection} needs of its server. */
+interface ConnectionContext {
+  readonly router: RpcRouter;
+  readonly calls: ConnectionCalls;
+  readonly log: Logger;
+  readonly raftIngress: RaftIngress | undefined;
+  readonly idleTimeoutMs: number;
+  readonly clock: Clock;
 }
 
 class ServerConnection {
   readonly #conn: IrohConnection;
   readonly #server: IrohRpcServer;
-  readonly #router: RpcRouter;
+  readonly #c: ConnectionContext;
   readonly #limits: RpcLimits;
-  readonly #log: Logger;
   readonly #peer: PeerInfo;
   readonly #streams = new Map<FrameStream, IrohBiStream>();
-  readonly #calls = new Map<bigint, Call>();
+  /** Calls running, by request id, for Cancel frames and duplicate ids. */
+  readonly #byId = new Map<bigint, ServerCall>();
+  readonly #outbound: OutboundBuffer;
+  #lastSignOfLifeAt: number;
+  #cancelIdleTimer: (() => void) | undefined;
+  #cancelHangUp: (() => void) | undefined;
   #closing = false;
 
-  constructor(
-    conn: IrohConnection,
-    server: IrohRpcServer,
-    router: RpcRouter,
-    limits: RpcLimits,
-    log: Logger,
-  ) {
+  constructor(conn: IrohConnection, server: IrohRpcServer, context: ConnectionContext) {
     this.#conn = conn;
     this.#server = server;
-    this.#router = router;
-    this.#limits = limits;
-    this.#log = log;
+    this.#c = context;
+    this.#limits = context.calls.limits;
     this.#peer = { transport: "iroh", id: conn.remoteId };
-  }
-
-  get inflight(): number {
-    return this.#calls.size;
+    this.#lastSignOfLifeAt = context.clock.now();
+    const max = this.#limits.maxConnectionBufferBytes;
+    this.#outbound = new OutboundBuffer(max, {
+      // Counted, not logged: one large answer to a slow reader pauses too.
+      onPause: () => server.stats.readsPaused++,
+      onOverflow: (bytes) => {
+        server.stats.connectionsOverflowed++;
+        const reason =
+          `the peer did not read its answers: ${bytes} bytes waited for it, over max_connection_buffer_bytes ${max}`;
+        server.peerWarning(this.#peer.id, "closed a connection whose peer does not read", {
+          reason,
+        });
+        this.close(RpcCloseCode.BufferFull, reason, false).catch(() => {});
+      },
+    });
   }
 
   /** The peer's endpoint id. */
@@ -280,10 +347,16 @@ class ServerConnection {
     return this.#peer.id;
   }
 
+  /** Bytes held for the peer now. */
+  get outboundBytes(): number {
+    return this.#outbound.bytes;
+  }
+
   /** Accepts streams until the connection ends; resolves then. */
   async start(): Promise<void> {
     const closed = this.#conn.closed();
     closed.then(() => this.#teardown());
+    this.#armIdleTimer();
     try {
       for (;;) {
         const bi = await this.#conn.acceptBi();
@@ -297,9 +370,11 @@ class ServerConnection {
         const fs: FrameStream = new FrameStream(bi, {
           onFrame: (frame) => this.#onFrame(fs, frame),
           onClose: (error) => this.#onStreamClose(fs, bi, error),
+          onActivity: () => this.#lastSignOfLifeAt = this.#c.clock.now(),
         }, {
           maxFrameBytes: this.#limits.maxFrameBytes,
           source: `endpoint ${short(this.#peer.id)}`,
+          outbound: this.#outbound,
         });
         this.#streams.set(fs, bi);
         fs.start();
@@ -310,15 +385,13 @@ class ServerConnection {
     await closed;
   }
 
-  /** Closes after flushing what is queued; in-flight calls are abandoned. */
+  /** Closes after flushing what is queued (unless not `graceful`); in-flight calls are abandoned. */
   async close(code: number, reason: string, graceful = true): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    for (const call of this.#calls.values()) {
-      call.controller.abort(
-        new RpcError(Code.UNAVAILABLE, `server closed the connection: ${reason}`),
-      );
-    }
+    this.#c.calls.abortAll(
+      new RpcError(Code.UNAVAILABLE, `server closed the connection: ${reason}`),
+    );
     if (graceful) {
       // Give queued responses to the binding and end our side of each stream cleanly.
       await Promise.all([...this.#streams].map(async ([fs, bi]) => {
@@ -326,31 +399,55 @@ class ServerConnection {
         await bi.send.finish().catch(() => {});
       }));
     }
-    this.#conn.close(code, reason);
+    this.#conn.close(code, truncate(reason));
+  }
+
+  /** Closes the connection once the peer has been silent for the idle timeout. */
+  #armIdleTimer(): void {
+    const { clock, idleTimeoutMs } = this.#c;
+    const wait = this.#lastSignOfLifeAt + idleTimeoutMs - clock.now();
+    this.#cancelIdleTimer = clock.after(Math.max(0, wait), () => {
+      if (this.#closing) return;
+      const silentMs = clock.now() - this.#lastSignOfLifeAt;
+      if (silentMs < idleTimeoutMs) return this.#armIdleTimer();
+      this.#server.stats.connectionsIdle++;
+      this.close(
+        RpcCloseCode.IdleTimeout,
+        `nothing from the peer for ${silentMs} ms (idle timeout ${idleTimeoutMs} ms)`,
+        false,
+      ).catch(() => {});
+    });
   }
 
   #onStreamClose(fs: FrameStream, bi: IrohBiStream, error: Error | null): void {
     this.#streams.delete(fs);
     if (!(error instanceof ProtocolError)) return;
-    this.#server.protocolError(this.#peer.id, error);
+    this.#server.stats.protocolErrors++;
+    this.#server.peerWarning(this.#peer.id, "closed a connection for a protocol error", {
+      error: error.message,
+    });
     if (error.code === "UNSUPPORTED_VERSION") {
-      // Say which versions we speak, in a frame the peer can parse, then hang up.
-      const status = new RpcError(
-        Code.FAILED_PRECONDITION,
-        `${error.message}`,
-        { supportedVersions: SUPPORTED_VERSIONS },
-      );
+      // Say which versions we speak, in a frame the peer can parse and match
+      // to its request when its header arrived whole, then hang up.
+      const status = new RpcError(Code.FAILED_PRECONDITION, error.message, {
+        supportedVersions: SUPPORTED_VERSIONS,
+      });
+      const refused = fs.refusedHeader();
       const frame = encodeFrame({
         type: FrameType.Error,
         flags: FLAG_LAST,
-        priority: 4,
-        method: 0,
-        requestId: 0n,
+        priority: Priority.Service,
+        method: refused?.method ?? 0,
+        requestId: refused?.requestId ?? 0n,
         deadlineMs: 0,
       }, encodeStatus(status));
-      bi.send.write(frame).then(() => bi.send.finish()).catch(() => {}).finally(() =>
-        setTimeout(() => this.#conn.close(RpcCloseCode.ProtocolError, truncate(error.message)), 50)
-      );
+      bi.send.write(frame).then(() => bi.send.finish()).catch(() => {}).finally(() => {
+        // A moment for the Error frame to leave before the close discards it.
+        this.#cancelHangUp = this.#c.clock.after(
+          50,
+          () => this.#conn.close(RpcCloseCode.ProtocolError, truncate(error.message)),
+        );
+      });
       return;
     }
     this.#conn.close(RpcCloseCode.ProtocolError, truncate(error.message));
@@ -359,24 +456,15 @@ class ServerConnection {
   #onFrame(fs: FrameStream, frame: Frame): void {
     switch (frame.type) {
       case FrameType.Request:
-        if (frame.method >>> 8 === RAFT_SERVICE_ID) {
-          // A malformed Raft payload is garbage like any other: it fails the stream.
-          try {
-            this.#server.raftMessage(decodeRaftFrame(frame), this.#peer);
-          } catch (e) {
-            fs.close(e instanceof Error ? e : new Error(String(e)));
-          }
-          return;
-        }
-        this.#startCall(fs, frame);
-        return;
+        if (frame.method >>> 8 === RAFT_SERVICE_ID) return this.#onRaft(fs, frame);
+        return this.#startCall(fs, frame);
       case FrameType.Cancel:
-        this.#calls.get(frame.requestId)?.controller.abort(
+        this.#byId.get(frame.requestId)?.abort(
           new RpcError(Code.CANCELLED, "cancelled by the caller"),
         );
         return;
       case FrameType.Heartbeat:
-        fs.send({ ...frame, flags: FLAG_LAST, deadlineMs: 0 });
+        if (!fs.isClosed) fs.send({ ...frame, flags: FLAG_LAST, deadlineMs: 0 });
         return;
       default:
         fs.close(
@@ -391,6 +479,40 @@ class ServerConnection {
     }
   }
 
+  /** Offers one Raft frame's message to the ingress, without waiting for anything. */
+  #onRaft(fs: FrameStream, frame: Frame): void {
+    let message: RaftMessage;
+    try {
+      message = decodeRaftFrame(frame);
+    } catch (e) {
+      // A malformed Raft payload is garbage like any other: it fails the stream.
+      fs.close(e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    const stats = this.#server.stats;
+    stats.raftMessages++;
+    const ingress = this.#c.raftIngress;
+    if (!ingress) {
+      stats.raftDropped++;
+      return;
+    }
+    const offer = ingress.offer([message], this.#peer);
+    if (offer.denied) {
+      stats.raftDenied++;
+      if (fs.isClosed) return;
+      fs.send({
+        type: FrameType.Error,
+        flags: FLAG_LAST,
+        priority: frame.priority,
+        method: frame.method,
+        requestId: frame.requestId,
+        deadlineMs: 0,
+      }, encodeStatus(offer.denied));
+    } else if (offer.accepted < 1) {
+      stats.raftDropped++;
+    }
+  }
+
   #startCall(fs: FrameStream, frame: Frame): void {
     const { requestId, priority, method } = frame;
     const reply = (type: FrameType, payload: Uint8Array) => {
@@ -398,29 +520,21 @@ class ServerConnection {
         fs.send({ type, flags: FLAG_LAST, priority, method, requestId, deadlineMs: 0 }, payload);
       }
     };
-    const fail = (error: RpcError) => {
-      this.#server.stats.callsFailed++;
-      reply(FrameType.Error, encodeStatus(error));
-    };
-    if (this.#server.draining || this.#closing) {
-      return fail(new RpcError(Code.UNAVAILABLE, "server is shutting down; call another node"));
+    const server = this.#c.calls.server;
+    const refuse = (error: RpcError) => reply(FrameType.Error, encodeStatus(server.refuse(error)));
+    if (this.#closing) {
+      return refuse(
+        new RpcError(Code.UNAVAILABLE, server.drainReason ?? "server is closing this connection"),
+      );
     }
-    if (this.#calls.has(requestId)) {
-      return fail(
+    if (this.#byId.has(requestId)) {
+      return refuse(
         new RpcError(Code.INVALID_ARGUMENT, `request id ${requestId} is already in flight`),
       );
     }
-    if (this.#calls.size >= this.#limits.maxInflightRequests) {
-      return fail(
-        new RpcError(
-          Code.RESOURCE_EXHAUSTED,
-          `too many calls in flight on this connection (max_inflight_requests ${this.#limits.maxInflightRequests})`,
-        ),
-      );
-    }
-    const bound = this.#router.resolve(method);
+    const bound = this.#c.router.resolve(method);
     if (!bound) {
-      return fail(
+      return refuse(
         new RpcError(
           Code.UNIMPLEMENTED,
           `no method 0x${method.toString(16).padStart(4, "0")} (service ${method >>> 8}, method ${
@@ -430,74 +544,36 @@ class ServerConnection {
       );
     }
     if ((frame.flags & FLAG_LAST) === 0) {
-      return fail(
+      return refuse(
         new RpcError(
           Code.INVALID_ARGUMENT,
           `${bound.info.label}: multi-frame requests are not supported`,
         ),
       );
     }
-    // A server stream the caller gave no deadline runs until cancelled (a watch);
-    // a unary call without one gets the default. Either is capped at the maximum.
-    const unbounded = frame.deadlineMs === 0 && bound.info.kind === "server_streaming";
-    const deadlineMs = unbounded ? Infinity : Math.min(
-      frame.deadlineMs || this.#limits.defaultDeadlineMs,
-      this.#limits.maxDeadlineMs,
+    const call = this.#c.calls.admit(
+      bound.info,
+      this.#peer,
+      frame.deadlineMs === 0 ? null : frame.deadlineMs,
     );
-    const controller = new AbortController();
-    const timer = unbounded ? undefined : setTimeout(() =>
-      controller.abort(
-        new RpcError(
-          Code.DEADLINE_EXCEEDED,
-          `${bound.info.label}: deadline of ${deadlineMs} ms passed on the server`,
-        ),
-      ), deadlineMs);
-    this.#calls.set(requestId, { controller, timer });
-    this.#server.stats.callsStarted++;
-    const signal = controller.signal;
-    const ctx: CallContext = {
-      method: bound.info,
-      peer: this.#peer,
-      signal,
-      deadline: unbounded ? null : Date.now() + deadlineMs,
-    };
-    const payload = frame.payload;
-
-    const run = async () => {
-      if (bound.unary) {
-        reply(FrameType.Response, await untilAborted(bound.unary(payload, ctx), signal));
-        return;
-      }
-      for await (const item of bound.stream!(payload, ctx)) {
-        signal.throwIfAborted();
-        reply(FrameType.StreamData, item);
+    if (call instanceof RpcError) return reply(FrameType.Error, encodeStatus(call));
+    this.#byId.set(requestId, call);
+    runCall(call, bound, frame.payload, {
+      response: (bytes) => reply(FrameType.Response, bytes),
+      item: (bytes) => {
+        reply(FrameType.StreamData, bytes);
         // Back-pressure: a slow reader slows the handler, not our memory.
-        if (fs.queuedBytes > 0) await untilAborted(fs.drained(), signal);
-      }
-      signal.throwIfAborted();
-      reply(FrameType.StreamEnd, EMPTY);
-    };
-    run().catch((e) => {
-      const error = toRpcError(signal.aborted ? signal.reason : e);
-      // A cancelled call's caller is gone; anything else is reported.
-      if (error.code !== Code.CANCELLED) fail(error);
-      if (error.code === Code.INTERNAL) {
-        this.#log.warn("handler failed", {
-          method: bound.info.label,
-          peer: short(this.#peer.id),
-          error: e,
-        });
-      }
-    }).finally(() => {
-      clearTimeout(timer);
-      this.#calls.delete(requestId);
-    });
+        return fs.queuedBytes > 0 ? fs.drained() : undefined;
+      },
+      end: () => reply(FrameType.StreamEnd, EMPTY),
+      error: (error) => reply(FrameType.Error, encodeStatus(error)),
+    }).finally(() => this.#byId.delete(requestId));
   }
 
   #teardown(): void {
-    for (const call of this.#calls.values()) {
-      call.controller.abort(new RpcError(Code.UNAVAILABLE, "connection closed"));
-    }
+    this.#cancelIdleTimer?.();
+    this.#cancelHangUp?.();
+    this.#c.calls.abortAll(new RpcError(Code.UNAVAILABLE, "connection closed"));
     for (const fs of this.#streams.keys()) fs.close(null);
     this.#streams.clear();
   }

@@ -22,8 +22,6 @@ const root = new URL("../../../", import.meta.url).pathname;
 
 Deno.test({
   name: "Python's grpcio, with stubs compiled from proto/, calls Health and Status on a node",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const router = new RpcRouter()
       .register(

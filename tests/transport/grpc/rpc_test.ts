@@ -12,16 +12,18 @@ import { GrpcChannel, GrpcRpcClient } from "../../../src/transport/grpc/client.t
 import { GrpcTransportError } from "../../../src/transport/grpc/errors.ts";
 import { RAFT_SEND_PATH } from "../../../src/transport/grpc/wire.ts";
 import { encodeRaftMessage, type RaftMessage, RaftMessageKind } from "../../../src/codec/raft.ts";
+import type { RaftIngress } from "../../../src/rpc/raft_ingress.ts";
 import { RpcRouter } from "../../../src/rpc/router.ts";
 import { createClient } from "../../../src/rpc/client.ts";
 import { Code, isTransportFailure, RpcError } from "../../../src/rpc/errors.ts";
 import type { RpcLimits } from "../../../src/rpc/limits.ts";
-import { Health, type MethodInfo, type PeerInfo, Status, Vm } from "../../../src/rpc/services.ts";
+import { Health, type MethodInfo, Status, Vm } from "../../../src/rpc/services.ts";
 import { RaftEnvelopeSchema } from "../../../src/rpc/gen/blixard/v1/raft_pb.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { eventually } from "./helpers.ts";
 import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
 import { transportContract } from "../contract.ts";
+import { heartbeat, RecordingIngress } from "../raft_ingress.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -37,7 +39,7 @@ interface Harness extends AsyncDisposable {
 
 async function harness(
   limits: Partial<RpcLimits> = {},
-  onRaftMessage?: (message: RaftMessage, from: PeerInfo) => void,
+  raftIngress?: RaftIngress,
 ): Promise<Harness> {
   const seen = new Observed();
   const router = new RpcRouter().register(Health, testHealth(seen)).register(Vm, testVm(seen));
@@ -46,7 +48,7 @@ async function harness(
     bind: "127.0.0.1:0",
     allowInsecure: false,
     limits,
-    ...(onRaftMessage ? { onRaftMessage } : {}),
+    ...(raftIngress ? { raftIngress } : {}),
   });
   const { port } = await rpc.start();
   const channel = new GrpcChannel({ target: `127.0.0.1:${port}`, limits });
@@ -64,18 +66,19 @@ async function harness(
   };
 }
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 transportContract("grpc", async (limits) => {
-  const h = await harness(limits);
+  const ingress = new RecordingIngress();
+  const h = await harness(limits, ingress);
   return {
     health: h.health,
     vm: h.vm,
     seen: h.seen,
+    ingress,
+    sendRaft: (message) => h.channel.sendRaft(message),
     inflightCount: () => h.rpc.inflightCount,
     callsStarted: () => h.rpc.stats.callsStarted,
     // grpc-js names each connection by the caller's ip:port.
-    shutdown: (ms) => h.rpc.shutdown(ms),
+    shutdown: (ms, reason) => h.rpc.shutdown(ms, reason),
     connections: () => h.seen.peers.size,
     [Symbol.asyncDispose]: () => h[Symbol.asyncDispose](),
   };
@@ -86,7 +89,6 @@ function codeOf(e: unknown): number {
 }
 
 Deno.test({
-  ...opts,
   name: "a slow reader of a stream holds the handler back instead of filling the server's memory",
   async fn() {
     await using h = await harness();
@@ -107,7 +109,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "the server cuts a caller's deadline to max_deadline_ms",
   async fn() {
     await using h = await harness({ maxDeadlineMs: 200 });
@@ -133,7 +134,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "an aborted signal cancels a server stream on both sides",
   async fn() {
     await using h = await harness();
@@ -150,7 +150,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a method of a service the node does not serve is UNIMPLEMENTED, and later calls work",
   async fn() {
     await using h = await harness();
@@ -164,7 +163,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "calls over the limit of in-flight requests are refused with RESOURCE_EXHAUSTED",
   async fn() {
     await using h = await harness({ maxInflightRequests: 4 });
@@ -201,7 +199,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a message over max_frame_bytes is refused with RESOURCE_EXHAUSTED, on either side",
   async fn() {
     await using h = await harness({ maxFrameBytes: 1024 });
@@ -232,15 +229,13 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "shutdown abandons a call that outlives its timeout, and says how many",
   async fn() {
     await using h = await harness();
     const slow = h.health.ping({ payload: text.encode("sleep:10000") }).catch((e) => e);
     await eventually("the slow call started", () => h.seen.started === 1);
-    const started = performance.now();
+    // The handler would run for 10 s: shutdown resolves without it, having aborted it.
     assertEquals((await h.rpc.shutdown(200)).abandoned, 1);
-    assert(performance.now() - started < 2000);
     assertEquals(h.seen.aborted, ["ping:14"]);
     const e = await slow;
     assert(e instanceof RpcError && isTransportFailure(e), String(e));
@@ -248,7 +243,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a call to a node that is not listening fails at once with UNAVAILABLE, a transport failure",
   async fn() {
@@ -258,15 +252,14 @@ Deno.test({
     listener.close();
     const channel = new GrpcChannel({ target: `127.0.0.1:${port}` });
     try {
-      const started = performance.now();
+      // UNAVAILABLE, not DEADLINE_EXCEEDED: it did not wait for its deadline.
       const e = await rejection(
         RpcError,
-        () => createClient(Health, channel).check({}, { deadlineMs: 5000 }),
+        () => createClient(Health, channel).check({}, { deadlineMs: 20_000 }),
       );
       assertEquals(e.code, Code.UNAVAILABLE);
       assert(isTransportFailure(e));
       assert(e.message.startsWith(`health.Check: 127.0.0.1:${port}: `), e.message);
-      assert(performance.now() - started < 3000, "waited for the deadline instead of failing");
     } finally {
       channel.close();
     }
@@ -274,8 +267,7 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
-  name: "a peer restarted on the same port is called again by the same channel within a moment",
+  name: "a peer restarted on the same port is called again by the same channel, by itself",
   async fn() {
     const router = () => new RpcRouter().register(Health, testHealth(new Observed()));
     let server = new GrpcRpcServer({ router: router(), bind: "127.0.0.1:0" });
@@ -289,13 +281,15 @@ Deno.test({
       assert(isTransportFailure(down), String(down));
       server = new GrpcRpcServer({ router: router(), bind: `127.0.0.1:${port}` });
       await server.start();
-      const restarted = performance.now();
-      let answered = false;
-      await eventually("the channel reconnected by itself", () => {
-        health.check({}, { deadlineMs: 200 }).then(() => answered = true, () => {});
-        return answered;
+      // Within grpc-js's default first backoff (1 s, growing to 120 s) only with ours (100 ms).
+      await eventually("the channel reconnected by itself", async () => {
+        try {
+          await health.check({}, { deadlineMs: 200 });
+          return true;
+        } catch {
+          return false;
+        }
       }, 5_000);
-      assert(performance.now() - restarted < 3_000, "reconnect took longer than its backoff");
     } finally {
       channel.close();
       await server.shutdown(100);
@@ -304,7 +298,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a client lives through 40 restarts of its server (no GOAWAY reaches Deno's http2 client, denoland/deno#36788)",
   async fn() {
@@ -323,17 +316,15 @@ Deno.test({
         await server.shutdown(1000);
         server = new GrpcRpcServer({ router, bind: `127.0.0.1:${port}` });
         await server.start();
-        const until = Date.now() + 3000;
-        for (;;) {
+        await eventually(`restart ${i}: an answer`, async () => {
           try {
             await health.check({}, { deadlineMs: 500 });
-            break;
+            return true;
           } catch (e) {
             assert(isTransportFailure(e), `restart ${i}: ${e}`);
-            assert(Date.now() < until, `restart ${i}: no answer 3 s after the restart`);
-            await new Promise((r) => setTimeout(r, 10));
+            return false;
           }
-        }
+        });
       }
     } finally {
       channel.close();
@@ -343,7 +334,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a call that sets waitForReady waits, within its deadline, for a peer that is starting",
   async fn() {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -370,7 +360,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a closed channel fails its calls in flight and later ones with UNAVAILABLE",
   async fn() {
     await using h = await harness();
@@ -387,32 +376,22 @@ Deno.test({
   },
 });
 
-function heartbeat(commit: number): RaftMessage {
-  return { kind: RaftMessageKind.Heartbeat, from: 1, to: 2, term: 3, commit, readContext: 0 };
-}
-
 Deno.test({
-  ...opts,
-  name: "Raft messages over gRPC arrive decoded, in order, and batched under load",
+  name:
+    "Raft messages over gRPC reach the ingress decoded, in order, batched under load, with the caller's address",
   async fn() {
-    const got: RaftMessage[] = [];
-    const from = new Set<string>();
-    await using h = await harness({}, (m, peer) => {
-      got.push(m);
-      from.add(`${peer.transport} ${peer.id}`);
-    });
+    const ingress = new RecordingIngress();
+    await using h = await harness({}, ingress);
     // One at a time, waiting for each...
     for (let i = 1; i <= 50; i++) await h.channel.sendRaft(heartbeat(i));
     assertEquals(h.rpc.stats.raftEnvelopes, 50);
-    // ...then 500 at once: they share Send calls.
+    // ...then 500 at once: they share Send calls, one offer each.
     await Promise.all(Array.from({ length: 500 }, (_, i) => h.channel.sendRaft(heartbeat(51 + i))));
-    assertEquals(
-      got.map((m) => m.kind === RaftMessageKind.Heartbeat ? m.commit : -1),
-      Array.from({ length: 550 }, (_, i) => i + 1),
-    );
-    assert(h.rpc.stats.raftEnvelopes < 100, `${h.rpc.stats.raftEnvelopes} Send calls`);
+    assertEquals(ingress.commits(), Array.from({ length: 550 }, (_, i) => i + 1));
+    assert(ingress.offers.length < 100, `${ingress.offers.length} offers`);
     assertEquals(h.rpc.stats.raftMessages, 550);
     assertEquals(h.rpc.stats.callsStarted, 0);
+    const from = new Set(ingress.got.map(({ peer }) => `${peer.transport} ${peer.id}`));
     assertEquals(from.size, 1);
     assert([...from][0]!.startsWith("grpc 127.0.0.1:"), String([...from][0]));
     // A whole AppendEntries with entries survives the trip unchanged.
@@ -430,44 +409,46 @@ Deno.test({
       ],
     };
     await h.channel.sendRaft(append);
-    assertEquals(encodeRaftMessage(got.at(-1)!), encodeRaftMessage(append));
+    assertEquals(encodeRaftMessage(ingress.got.at(-1)!.message), encodeRaftMessage(append));
   },
 });
 
 Deno.test({
-  ...opts,
-  name: "a vote sent after a 4 MiB snapshot chunk over gRPC is not held behind it",
+  name: "the Raft ack counts what the ingress really queued: the rest fail at the sender",
   async fn() {
-    const got: string[] = [];
-    await using h = await harness(
-      {},
-      (m) => got.push(m.kind === RaftMessageKind.VoteRequest ? "vote" : "snapshot"),
+    const ingress = new RecordingIngress();
+    await using h = await harness({}, ingress);
+    ingress.room = 3;
+    // One Send for the first, one for the four queued behind it.
+    const outcomes = await Promise.all(
+      [1, 2, 3, 4, 5].map((i) =>
+        h.channel.sendRaft(heartbeat(i)).then(() => "queued", (e: RpcError) => codeOf(e))
+      ),
     );
-    await h.channel.sendRaft({ kind: RaftMessageKind.TimeoutNow, from: 1, to: 2, term: 1 });
-    got.length = 0;
-    const data = new Uint8Array(4 << 20).map((_, i) => i & 0xff);
-    const snapshot = h.channel.sendRaft({
-      kind: RaftMessageKind.InstallSnapshot,
-      from: 1,
-      to: 2,
-      term: 1,
-      snapshotIndex: 1000,
-      snapshotTerm: 1,
-      offset: 0,
-      done: true,
-      data,
-    });
-    const vote = h.channel.sendRaft({
-      kind: RaftMessageKind.VoteRequest,
-      from: 1,
-      to: 2,
-      term: 2,
-      lastLogIndex: 1000,
-      lastLogTerm: 1,
-      transfer: false,
-    });
-    await Promise.all([snapshot, vote]);
-    assertEquals(got, ["vote", "snapshot"]);
+    assertEquals(outcomes, [
+      "queued",
+      "queued",
+      "queued",
+      Code.RESOURCE_EXHAUSTED,
+      Code.RESOURCE_EXHAUSTED,
+    ]);
+    assertEquals(ingress.commits(), [1, 2, 3]);
+    assertEquals(h.rpc.stats.raftDropped, 2);
+  },
+});
+
+Deno.test({
+  name: "a sender the ingress denies is answered PERMISSION_DENIED with the ingress's reason",
+  async fn() {
+    const ingress = new RecordingIngress();
+    ingress.deny = "127.0.0.1 is not a member of this cluster";
+    await using h = await harness({}, ingress);
+    const e = await rejection(RpcError, () => h.channel.sendRaft(heartbeat(1)));
+    assertEquals(e.code, Code.PERMISSION_DENIED);
+    assert(e.message.endsWith("127.0.0.1 is not a member of this cluster"), e.message);
+    assert(!isTransportFailure(e));
+    assertEquals(ingress.got, []);
+    assertEquals(h.rpc.stats.raftDenied, 1);
   },
 });
 
@@ -475,11 +456,10 @@ Deno.test({
 const RAFT_SEND = { path: RAFT_SEND_PATH, label: "raft.Send" } as MethodInfo;
 
 Deno.test({
-  ...opts,
-  name: "a malformed Raft envelope is refused with INVALID_ARGUMENT and nothing of it is delivered",
+  name: "a malformed Raft envelope is refused with INVALID_ARGUMENT and nothing of it is offered",
   async fn() {
-    const got: RaftMessage[] = [];
-    await using h = await harness({}, (m) => got.push(m));
+    const ingress = new RecordingIngress();
+    await using h = await harness({}, ingress);
     const good = encodeRaftMessage(heartbeat(1));
     const envelope = toBinary(
       RaftEnvelopeSchema,
@@ -490,27 +470,26 @@ Deno.test({
     assert(e.message.includes("message 1 (3 bytes)"), e.message);
     e = await rejection(RpcError, () => h.channel.unary(RAFT_SEND, new Uint8Array([0xff, 0xff])));
     assertEquals(e.code, Code.INVALID_ARGUMENT);
-    assertEquals(got, []);
+    assertEquals(ingress.offers, []);
     assertEquals(h.rpc.stats.protocolErrors, 2);
     await h.channel.sendRaft(heartbeat(2));
-    assertEquals(got.length, 1);
+    assertEquals(ingress.commits(), [2]);
   },
 });
 
 Deno.test({
-  ...opts,
-  name: "a node without a Raft module acknowledges nothing, and the sender hears it was dropped",
+  name: "a node without a Raft ingress refuses Raft with UNIMPLEMENTED: it runs no consensus",
   async fn() {
     await using h = await harness();
     const e = await rejection(RpcError, () => h.channel.sendRaft(heartbeat(1)));
-    assertEquals(e.code, Code.RESOURCE_EXHAUSTED);
-    assert(e.message.includes("dropped"), e.message);
+    assertEquals(e.code, Code.UNIMPLEMENTED);
+    assert(e.message.includes("runs no consensus"), e.message);
     assert(!isTransportFailure(e));
+    assertEquals((await h.health.check({})).agentVersion, "test");
   },
 });
 
 Deno.test({
-  ...opts,
   name: "a plaintext listener on a non-loopback address is refused unless allow_insecure says so",
   async fn() {
     const router = new RpcRouter().register(Health, testHealth(new Observed()));
@@ -540,7 +519,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a client will not call a non-loopback address in plaintext unless allow_insecure says so",
   fn() {
     let e: unknown = null;
@@ -557,7 +535,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a bad address or an unreadable TLS file is an error that names the key and the value",
   async fn() {
     const router = new RpcRouter().register(Health, testHealth(new Observed()));
@@ -583,7 +560,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "channels to one address are shared by the callers of a GrpcRpcClient",
   async fn() {
     await using h = await harness();

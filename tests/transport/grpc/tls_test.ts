@@ -18,8 +18,7 @@ import { Code, isTransportFailure, RpcError } from "../../../src/rpc/errors.ts";
 import { Health } from "../../../src/rpc/services.ts";
 import { healthService } from "../../../src/services/health.ts";
 import { makePki, type TestPki } from "./helpers.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { heartbeat, RecordingIngress } from "../raft_ingress.ts";
 
 let pki: Promise<TestPki> | null = null;
 /** One PKI for the whole file: openssl takes a moment. */
@@ -28,7 +27,7 @@ function testPki(): Promise<TestPki> {
 }
 
 /** A Health server whose Ping answers with what it knows of the caller. */
-async function tlsServer(bind: string, tls: GrpcServerTls) {
+async function tlsServer(bind: string, tls: GrpcServerTls, raftIngress?: RecordingIngress) {
   const real = healthService({
     nodeId: 1n,
     agentVersion: "tls",
@@ -43,7 +42,13 @@ async function tlsServer(bind: string, tls: GrpcServerTls) {
       return { payload: new TextEncoder().encode(who), nodeId: 1n };
     },
   });
-  const server = new GrpcRpcServer({ router, bind, tls, allowInsecure: false });
+  const server = new GrpcRpcServer({
+    router,
+    bind,
+    tls,
+    allowInsecure: false,
+    ...(raftIngress ? { raftIngress } : {}),
+  });
   const { port } = await server.start();
   return { server, port };
 }
@@ -60,7 +65,6 @@ async function call(port: number, tls: GrpcClientTls | undefined) {
 }
 
 Deno.test({
-  ...opts,
   name: "a TLS listener answers a client that trusts its CA, and refuses plaintext and strangers",
   async fn() {
     const p = await testPki();
@@ -85,7 +89,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a TLS listener may bind a non-loopback address without allow_insecure",
   async fn() {
     const p = await testPki();
@@ -102,7 +105,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "a mutual-TLS listener knows the client's certificate name and refuses clients without a certificate it trusts",
   async fn() {
@@ -138,7 +140,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a server name override lets a client check a certificate issued for another name",
   async fn() {
     const p = await testPki();
@@ -155,6 +156,32 @@ Deno.test({
       );
       assertEquals(e.code, Code.UNAVAILABLE, String(e));
     } finally {
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  name: "under mutual TLS the Raft ingress knows the sender by its certificate's names",
+  async fn() {
+    const p = await testPki();
+    const ingress = new RecordingIngress();
+    const { server, port } = await tlsServer("127.0.0.1:0", {
+      certFile: p.serverCertFile,
+      keyFile: p.serverKeyFile,
+      caFile: p.caFile,
+    }, ingress);
+    const channel = new GrpcChannel({
+      target: `127.0.0.1:${port}`,
+      tls: { caFile: p.caFile, certFile: p.clientCertFile, keyFile: p.clientKeyFile },
+    });
+    try {
+      await channel.sendRaft(heartbeat(1));
+      const peer = ingress.got[0]?.peer;
+      assertEquals(peer?.transport, "grpc");
+      assertEquals(peer?.certificateNames, ["node-2"]);
+    } finally {
+      channel.close();
       await server.shutdown(100);
     }
   },

@@ -1,11 +1,13 @@
 /**
- * Shared helpers of the Iroh layer tests: deadlines on every wait, and
- * endpoints on loopback with relays disabled.
+ * Shared helpers of the Iroh layer tests: deadlines on every wait,
+ * endpoints on loopback with relays disabled, and Health servers and clients
+ * in child processes.
  *
  * @module
  */
 
 export { within } from "../../wait.ts";
+import { firstMatch, within } from "../../wait.ts";
 import { createEndpoint, type IrohEndpoint } from "../../../src/transport/iroh/mod.ts";
 
 /** A fresh random 32-byte secret key. */
@@ -49,4 +51,50 @@ export function concat(chunks: readonly Uint8Array[]): Uint8Array {
     offset += c.length;
   }
   return out;
+}
+
+/**
+ * Starts the Health fixture server (tests/fixtures/iroh_health_server.ts) in
+ * a child process, with `flags` before its arguments; resolves once it serves.
+ */
+export async function spawnHealthServer(
+  keyHex: string,
+  bindAddr: string,
+  allowed: readonly string[],
+  flags: readonly string[] = [],
+): Promise<{ child: Deno.ChildProcess; ticket: string }> {
+  const script = new URL("../../fixtures/iroh_health_server.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...flags, keyHex, bindAddr, ...allowed],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const ticket = await within(
+    firstMatch(child.stdout, /READY (\S+)/, "the server's READY line"),
+    15_000,
+    "the server process to be ready",
+  );
+  return { child, ticket };
+}
+
+/**
+ * Starts a Health client (tests/fixtures/iroh_health_client.ts) with key
+ * `keyHex` in a child process; resolves once it is connected to `ticket`.
+ */
+export async function spawnHealthClient(
+  keyHex: string,
+  ticket: string,
+): Promise<Deno.ChildProcess> {
+  const script = new URL("../../fixtures/iroh_health_client.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, keyHex, ticket],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  await within(
+    firstMatch(child.stdout, /(CONNECTED)/, "the client's CONNECTED line"),
+    15_000,
+    "the client process to connect",
+  );
+  return child;
 }

@@ -7,25 +7,38 @@
 
 import { assert, assertEquals, rejection } from "../../assert.ts";
 import { type IrohEndpoint, parseTicket } from "../../../src/transport/iroh/endpoint.ts";
-import { IrohRpcServer, RpcCloseCode } from "../../../src/transport/iroh/rpc_server.ts";
+import {
+  IrohRpcServer,
+  type IrohRpcServerOptions,
+  RpcCloseCode,
+} from "../../../src/transport/iroh/rpc_server.ts";
 import { IrohRpcClient, type PeerChannel } from "../../../src/transport/iroh/rpc_client.ts";
-import { type RaftMessage, RaftMessageKind } from "../../../src/codec/raft.ts";
+import { encodeRaftMessage, RaftMessageKind } from "../../../src/codec/raft.ts";
 import { RpcRouter } from "../../../src/rpc/router.ts";
 import { createClient } from "../../../src/rpc/client.ts";
-import { Code, decodeStatus, RpcError } from "../../../src/rpc/errors.ts";
+import { Code, decodeStatus, isTransportFailure, RpcError } from "../../../src/rpc/errors.ts";
 import { Health, Vm } from "../../../src/rpc/services.ts";
 import {
   encodeFrame,
   FLAG_LAST,
+  type Frame,
   FrameDecoder,
   frameHeader,
   FrameType,
   Priority,
 } from "../../../mod.ts";
-import { loopbackEndpoint, randomKey, within } from "./helpers.ts";
-import { eventually, firstMatch } from "../../wait.ts";
+import {
+  loopbackEndpoint,
+  randomKey,
+  spawnHealthClient,
+  spawnHealthServer,
+  within,
+} from "./helpers.ts";
+import { endpointIdOf } from "../../../src/transport/iroh/secret_key.ts";
+import { eventually } from "../../wait.ts";
 import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
 import { transportContract } from "../contract.ts";
+import { heartbeat, RecordingIngress } from "../raft_ingress.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -42,8 +55,13 @@ interface Harness extends AsyncDisposable {
 }
 
 async function harness(
-  limits: ConstructorParameters<typeof IrohRpcServer>[0]["limits"] = {},
-  onRaftMessage?: (message: RaftMessage) => void,
+  limits: IrohRpcServerOptions["limits"] = {},
+  options: Partial<IrohRpcServerOptions> & {
+    /** The client's Heartbeat interval, ms. */
+    clientKeepaliveMs?: number;
+    /** Endpoint ids allowed besides the harness's client. */
+    alsoAllow?: readonly string[];
+  } = {},
 ): Promise<Harness> {
   const server = await loopbackEndpoint();
   const clientEndpoint = await loopbackEndpoint([]);
@@ -52,12 +70,17 @@ async function harness(
   const rpc = new IrohRpcServer({
     endpoint: server,
     router,
-    allow: new Set([clientEndpoint.id]),
     limits,
-    ...(onRaftMessage ? { onRaftMessage } : {}),
+    ...options,
+    allow: new Set([clientEndpoint.id, ...options.alsoAllow ?? []]),
   });
   rpc.start();
-  const client = new IrohRpcClient({ endpoint: clientEndpoint, limits });
+  const client = new IrohRpcClient({
+    endpoint: clientEndpoint,
+    limits,
+    backoff: { initialMs: 20, maxMs: 200 },
+    ...(options.clientKeepaliveMs ? { keepaliveIntervalMs: options.clientKeepaliveMs } : {}),
+  });
   const channel = client.peer(server.ticket());
   return {
     channel,
@@ -76,24 +99,24 @@ async function harness(
   };
 }
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 transportContract("iroh", async (limits) => {
-  const h = await harness(limits);
+  const ingress = new RecordingIngress();
+  const h = await harness(limits, { raftIngress: ingress });
   return {
     health: h.health,
     vm: h.vm,
     seen: h.seen,
+    ingress,
+    sendRaft: (message) => h.channel.sendRaft(message),
     inflightCount: () => h.rpc.inflightCount,
     callsStarted: () => h.rpc.stats.callsStarted,
-    shutdown: (ms) => h.rpc.shutdown(ms),
+    shutdown: (ms, reason) => h.rpc.shutdown(ms, reason),
     connections: () => h.rpc.stats.connectionsAccepted,
     [Symbol.asyncDispose]: () => h[Symbol.asyncDispose](),
   };
 });
 
 Deno.test({
-  ...opts,
   name: "an endpoint that is not on the allowlist cannot call anything",
   async fn() {
     await using h = await harness();
@@ -122,7 +145,6 @@ async function rawStream(h: Harness) {
 }
 
 Deno.test({
-  ...opts,
   name:
     "garbage on a stream closes that connection with a protocol error; other clients are unaffected",
   async fn() {
@@ -142,7 +164,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "an oversized length is refused from the header alone: the connection closes, nothing is allocated",
   async fn() {
@@ -170,10 +191,30 @@ Deno.test({
   },
 });
 
+/** Reads frames from `recv` until `pick` accepts one. */
+async function nextFrame(
+  recv: { read(): Promise<Uint8Array | null> },
+  what: string,
+  pick: (f: Frame) => boolean = () => true,
+): Promise<Frame> {
+  const decoder = new FrameDecoder();
+  return await within(
+    (async () => {
+      for (;;) {
+        const chunk = await recv.read();
+        if (chunk === null) throw new Error(`stream ended before ${what}`);
+        decoder.push(chunk);
+        for (let f = decoder.next(); f !== null; f = decoder.next()) if (pick(f)) return f;
+      }
+    })(),
+    3000,
+    what,
+  );
+}
+
 Deno.test({
-  ...opts,
   name:
-    "a frame of an unknown protocol version gets an Error frame naming the versions this node speaks",
+    "a frame of an unknown protocol version gets an Error frame naming the versions this node speaks, for that frame's request",
   async fn() {
     await using h = await harness();
     const { conn, bi } = await rawStream(h);
@@ -187,46 +228,21 @@ Deno.test({
     });
     frame[2] = 2; // version 2
     await bi.send.write(frame);
-    const decoder = new FrameDecoder();
-    const reply = await within(
-      (async () => {
-        for (;;) {
-          const chunk = await bi.recv.read();
-          if (chunk === null) throw new Error("stream ended without an Error frame");
-          decoder.push(chunk);
-          const f = decoder.next();
-          if (f) return f;
-        }
-      })(),
-      3000,
-      "an Error frame",
-    );
+    const reply = await nextFrame(bi.recv, "an Error frame");
     assertEquals(reply.type, FrameType.Error);
+    // The caller can match the answer to its request.
+    assertEquals(reply.requestId, 9n);
+    assertEquals(reply.method, 0x0102);
     const status = decodeStatus(reply.payload, "test");
+    assertEquals(status.code, Code.FAILED_PRECONDITION);
     assertEquals(status.supportedVersions, [1]);
     assert(status.message.includes("version 2 is not supported"), status.message);
-    await within(conn.closed(), 3000, "the connection to close");
+    const info = await within(conn.closed(), 3000, "the connection to close");
+    assertEquals(info.code, RpcCloseCode.ProtocolError);
   },
 });
 
-/** Starts the Health fixture server in a child process; resolves with its ticket. */
-async function spawnServer(keyHex: string, bindAddr: string, allowed: string) {
-  const script = new URL("../../fixtures/iroh_health_server.ts", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, keyHex, bindAddr, allowed],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const ticket = await within(
-    firstMatch(child.stdout, /READY (\S+)/, "the server's READY line"),
-    15_000,
-    "the server process to be ready",
-  );
-  return { child, ticket };
-}
-
 Deno.test({
-  ...opts,
   name: "a peer process killed and restarted with the same key is reconnected to by itself",
   async fn() {
     const keyHex = Array.from(randomKey(), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -235,7 +251,7 @@ Deno.test({
       endpoint: clientEndpoint,
       backoff: { initialMs: 50, maxMs: 400 },
     });
-    let server = await spawnServer(keyHex, "127.0.0.1:0", clientEndpoint.id);
+    let server = await spawnHealthServer(keyHex, "127.0.0.1:0", [clientEndpoint.id]);
     try {
       const channel = client.peer(server.ticket);
       const health = createClient(Health, channel);
@@ -252,7 +268,7 @@ Deno.test({
       );
 
       await eventually("the client noticed the peer is gone", () => !channel.connected, 5_000);
-      server = await spawnServer(keyHex, `127.0.0.1:${port}`, clientEndpoint.id);
+      server = await spawnHealthServer(keyHex, `127.0.0.1:${port}`, [clientEndpoint.id]);
       await eventually("the client reconnected by itself", () => channel.connected, 10_000);
       assertEquals((await health.check({}, { deadlineMs: 2000 })).agentVersion, "fixture");
       assert(client.stats.connectionsLost >= 1);
@@ -266,85 +282,181 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
-  name: "Raft messages reach the consensus module in order, one-way",
+  name: "a client process killed with SIGKILL is noticed by the server and its connection closed",
   async fn() {
-    const got: RaftMessage[] = [];
-    await using h = await harness({}, (m) => got.push(m));
-    for (let i = 1; i <= 100; i++) {
-      await h.channel.sendRaft({
-        kind: RaftMessageKind.Heartbeat,
-        from: 1,
-        to: 2,
-        term: 3,
-        commit: i,
-        readContext: 0,
-      });
+    const key = randomKey();
+    const keyHex = Array.from(key, (b) => b.toString(16).padStart(2, "0")).join("");
+    await using h = await harness({}, { idleTimeoutMs: 1_000, alsoAllow: [endpointIdOf(key)] });
+    const peer = await spawnHealthClient(keyHex, h.server.ticket());
+    try {
+      await eventually("the client process connected", () => h.rpc.connectionCount === 1, 10_000);
+      peer.kill("SIGKILL");
+      await peer.status;
+      // QUIC alone would notice at its own idle timeout, ~30 s on this binding.
+      await eventually(
+        "the server closed the dead peer's connection",
+        () => h.rpc.connectionCount === 0,
+        10_000,
+      );
+      assertEquals(h.rpc.stats.connectionsIdle, 1);
+      // Everyone else is served as before.
+      assertEquals((await h.health.check({})).agentVersion, "test");
+    } finally {
+      try {
+        peer.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await peer.status;
     }
-    await eventually("100 heartbeats arrived", () => got.length === 100);
+  },
+});
+
+Deno.test({
+  name:
+    "a live client is not closed for idleness, whether it calls nothing or only receives a stream",
+  async fn() {
+    await using h = await harness({}, { idleTimeoutMs: 1_000, clientKeepaliveMs: 200 });
+    assertEquals((await h.health.check({})).agentVersion, "test");
+    // Idle: nothing to send, nothing to receive, for three idle timeouts.
+    await new Promise((r) => setTimeout(r, 3_000));
+    // Receiving a stream, sending nothing, for three more.
+    const until = Date.now() + 3_000;
+    for await (const _ of h.vm.watchEvents({ name: "endless" })) {
+      if (Date.now() >= until) break;
+    }
+    assertEquals(h.rpc.stats.connectionsIdle, 0);
+    assertEquals(h.client.stats.connectionsLost, 0);
+    assertEquals(h.rpc.stats.connectionsAccepted, 1);
+  },
+});
+
+Deno.test({
+  name: "Raft frames reach the ingress one by one, in order, with the sender's endpoint id",
+  async fn() {
+    const ingress = new RecordingIngress();
+    await using h = await harness({}, { raftIngress: ingress });
+    for (let i = 1; i <= 100; i++) await h.channel.sendRaft(heartbeat(i));
+    await eventually("100 heartbeats arrived", () => ingress.got.length === 100);
+    assertEquals(ingress.commits(), Array.from({ length: 100 }, (_, i) => i + 1));
+    assert(ingress.offers.every((n) => n === 1));
     assertEquals(
-      got.map((m) => m.kind === RaftMessageKind.Heartbeat ? m.commit : -1),
-      Array.from({ length: 100 }, (_, i) => i + 1),
+      new Set(ingress.got.map(({ peer }) => `${peer.transport} ${peer.id}`)),
+      new Set([`iroh ${h.clientEndpoint.id}`]),
     );
     assertEquals(h.rpc.stats.callsStarted, 0);
   },
 });
 
 Deno.test({
-  ...opts,
-  name: "a vote sent after a 4 MiB snapshot chunk arrives first: bulk never delays an election",
+  name:
+    "a Raft frame the ingress denies is answered PERMISSION_DENIED for that frame, and the connection serves on",
   async fn() {
-    const got: string[] = [];
-    await using h = await harness(
-      {},
-      (m) => got.push(m.kind === RaftMessageKind.VoteRequest ? "vote" : "snapshot"),
-    );
-    // Open both streams first so the race is only between the two messages.
-    await h.channel.sendRaft({ kind: RaftMessageKind.TimeoutNow, from: 1, to: 2, term: 1 });
-    await h.channel.sendRaft({
-      kind: RaftMessageKind.InstallSnapshotResponse,
-      from: 1,
-      to: 2,
-      term: 1,
-      snapshotIndex: 0,
-      offset: 0,
-      reject: false,
-    });
-    await eventually("the warm-up messages arrived", () => got.length === 2);
-    got.length = 0;
-    const data = new Uint8Array(4 << 20).map((_, i) => i & 0xff);
-    await h.channel.sendRaft({
-      kind: RaftMessageKind.InstallSnapshot,
-      from: 1,
-      to: 2,
-      term: 1,
-      snapshotIndex: 1000,
-      snapshotTerm: 1,
-      offset: 0,
-      done: true,
-      data,
-    });
-    await h.channel.sendRaft({
+    const ingress = new RecordingIngress();
+    ingress.deny = "endpoint is an operator key, not a Raft peer";
+    await using h = await harness({}, { raftIngress: ingress });
+    const { conn, bi } = await rawStream(h);
+    const vote = encodeRaftMessage({
       kind: RaftMessageKind.VoteRequest,
       from: 1,
       to: 2,
-      term: 2,
-      lastLogIndex: 1000,
-      lastLogTerm: 1,
+      term: 4,
+      lastLogIndex: 10,
+      lastLogTerm: 3,
       transfer: false,
     });
-    await eventually("both arrived", () => got.length === 2, 20_000);
-    assertEquals(got, ["vote", "snapshot"]);
+    await bi.send.write(encodeFrame({
+      type: FrameType.Request,
+      flags: FLAG_LAST,
+      priority: Priority.Election,
+      method: 0x0603,
+      requestId: 77n,
+      deadlineMs: 0,
+    }, vote));
+    const reply = await nextFrame(bi.recv, "an Error frame");
+    assertEquals(reply.type, FrameType.Error);
+    assertEquals(reply.requestId, 77n);
+    assertEquals(reply.method, 0x0603);
+    const status = decodeStatus(reply.payload, "test");
+    assertEquals(status.code, Code.PERMISSION_DENIED);
+    assertEquals(status.message, "endpoint is an operator key, not a Raft peer");
+    assertEquals(ingress.got, []);
+    assertEquals(h.rpc.stats.raftDenied, 1);
+    // The same stream and connection still answer.
+    await bi.send.write(encodeFrame({
+      type: FrameType.Heartbeat,
+      flags: FLAG_LAST,
+      priority: Priority.Election,
+      method: 0,
+      requestId: 78n,
+      deadlineMs: 0,
+    }));
+    assertEquals((await nextFrame(bi.recv, "a Heartbeat answer")).requestId, 78n);
+    assertEquals(conn.closeInfo(), null);
+    conn.close();
   },
 });
 
 Deno.test({
-  ...opts,
+  name: "a Raft message the ingress has no room for is dropped and counted; later ones get through",
+  async fn() {
+    const ingress = new RecordingIngress();
+    ingress.room = 2;
+    await using h = await harness({}, { raftIngress: ingress });
+    for (let i = 1; i <= 3; i++) await h.channel.sendRaft(heartbeat(i));
+    await eventually("the third was dropped", () => h.rpc.stats.raftDropped === 1);
+    ingress.room = 1;
+    await h.channel.sendRaft(heartbeat(4));
+    await eventually("the fourth arrived", () => ingress.got.length === 3);
+    assertEquals(ingress.commits(), [1, 2, 4]);
+    assertEquals(h.rpc.stats.raftMessages, 4);
+  },
+});
+
+Deno.test({
+  name: "a node without a Raft ingress drops Raft messages, counts them, and serves calls",
+  async fn() {
+    await using h = await harness();
+    await h.channel.sendRaft(heartbeat(1));
+    await eventually("the message was dropped", () => h.rpc.stats.raftDropped === 1);
+    assertEquals((await h.health.check({})).agentVersion, "test");
+  },
+});
+
+Deno.test({
+  name:
+    "a parked server tells callers and new connections why it refuses them, and serves again when resumed",
+  async fn() {
+    await using h = await harness();
+    assertEquals((await h.health.check({})).agentVersion, "test");
+    const reason = "this node no longer serves Iroh; it serves gRPC at 10.0.0.1:7400";
+    await h.rpc.shutdown(1_000, reason);
+    // The open connection was closed with the reason; the next call dials again and is refused with it.
+    const refused = await rejection(RpcError, () => h.health.check({}, { deadlineMs: 3_000 }));
+    assertEquals(refused.code, Code.UNAVAILABLE);
+    assert(refused.message.includes(reason), refused.message);
+    await eventually("a new connection was refused", () => h.rpc.stats.connectionsRefused >= 1);
+    const raw = await h.clientEndpoint.connect(h.server.ticket());
+    const info = await within(raw.closed(), 3000, "the parked server to close the connection");
+    assertEquals(info.code, RpcCloseCode.ShuttingDown);
+    assertEquals(info.reason, reason);
+    h.rpc.resume();
+    await eventually("the server answers again", async () => {
+      try {
+        return (await h.health.check({}, { deadlineMs: 500 })).agentVersion === "test";
+      } catch {
+        return false;
+      }
+    }, 5_000);
+  },
+});
+
+Deno.test({
   name: "streams beyond max_concurrent_streams are refused and the connection keeps serving",
   async fn() {
     await using h = await harness({ maxConcurrentStreams: 2 });
     const conn = await h.clientEndpoint.connect(h.server.ticket());
-    const heartbeat = encodeFrame({
+    const heartbeatFrame = encodeFrame({
       type: FrameType.Heartbeat,
       flags: FLAG_LAST,
       priority: Priority.Heartbeat,
@@ -354,7 +466,7 @@ Deno.test({
     });
     const answers = await Promise.all([0, 1, 2].map(async () => {
       const bi = await conn.openBi();
-      await bi.send.write(heartbeat);
+      await bi.send.write(heartbeatFrame);
       try {
         return (await within(bi.recv.read(), 3000, "an answer")) === null ? "ended" : "answered";
       } catch {
@@ -366,5 +478,55 @@ Deno.test({
     assertEquals(h.rpc.stats.streamsRefused, 1);
     assertEquals(conn.closeInfo(), null);
     conn.close();
+  },
+});
+
+Deno.test({
+  name:
+    "a peer that reads nothing this node sends gets no more of it: sends fail at once with UNAVAILABLE, a transport failure",
+  async fn() {
+    // A peer that accepts the connection and never reads a stream.
+    const server = await loopbackEndpoint();
+    const clientEndpoint = await loopbackEndpoint([]);
+    const accepted = server.acceptIncoming().then((i) =>
+      i!.accept({ allow: new Set([clientEndpoint.id]) })
+    );
+    const client = new IrohRpcClient({
+      endpoint: clientEndpoint,
+      limits: { maxConnectionBufferBytes: 2 << 20 },
+    });
+    try {
+      const channel = client.peer(server.ticket());
+      const chunk = (offset: number) => ({
+        kind: RaftMessageKind.InstallSnapshot,
+        from: 1,
+        to: 2,
+        term: 1,
+        snapshotIndex: 10,
+        snapshotTerm: 1,
+        offset,
+        done: false,
+        data: new Uint8Array(256 << 10),
+      } as const);
+      let refusal: RpcError | null = null;
+      for (let i = 0; i < 200 && refusal === null; i++) {
+        try {
+          await channel.sendRaft(chunk(i));
+        } catch (e) {
+          if (!(e instanceof RpcError)) throw e;
+          refusal = e;
+        }
+        // Let the binding take what the peer's window allows.
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert(refusal !== null, "every chunk was queued for a peer that reads nothing");
+      assertEquals(refusal.code, Code.UNAVAILABLE);
+      assert(isTransportFailure(refusal));
+      assert(refusal.message.includes("is not reading what this node sent"), refusal.message);
+      (await accepted).close();
+    } finally {
+      client.close();
+      await Promise.all([server.close(), clientEndpoint.close()]);
+    }
   },
 });
