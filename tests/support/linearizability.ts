@@ -444,10 +444,13 @@ type Resume = (steps: number, deadline: number, now: () => number) => Search | u
  *   extra pending unknown operations are optional and constrain nobody.
  *   (Porcupine skips only equal configurations; with many timeouts that is
  *   exponential.)
- * - A read-only candidate ({@link Model.readOnly}) that the model accepts is
- *   linearized at once, without trying the others: moving it to the front of
- *   any completion keeps every step of that completion valid. Without this,
- *   concurrent reads, which commute, make the search try their subsets.
+ * - A read-only candidate ({@link Model.readOnly}) that the model accepts,
+ *   leaving the state as it was, is linearized at once, without trying the
+ *   others: moving it to the front of any completion keeps every step of that
+ *   completion valid. Without this, concurrent reads, which commute, make the
+ *   search try their subsets. (A read that changes the model's state, such as
+ *   one that shows a revision the model did not know yet, is tried like any
+ *   other operation.)
  * - An unknown candidate that leaves the state as it is is not tried: the
  *   configuration it leads to is dominated by the current one.
  */
@@ -553,7 +556,9 @@ function startSearch<S, I, O>(
       const op = ops[known[knownOf[entry]!]!]!;
       const [ok, after] = model.step(state, op.input, op.output);
       if (!ok) continue;
-      if (readOnly[knownOf[entry]!]) {
+      // Only a read that leaves the state as it is commutes with everything:
+      // one that learns something (an unknown revision) may learn it wrong here.
+      if (readOnly[knownOf[entry]!] && model.equal(after, state)) {
         return { bound: entry, moves: [entry], afters: [after], tried: 0 };
       }
       moves.push(entry);

@@ -156,11 +156,14 @@ export function buildHistory(plan: Plan): RegisterOperation[] {
       a.call + a.planned.effectAt - (b.call + b.planned.effectAt) ||
       a.planned.tieBreak - b.planned.tieBreak
     );
+  // Every write lands at the next log index, as in the service: revisions grow across keys.
   const state = new Map<string, KeyState>();
+  let logIndex = 0;
   for (const op of effective) {
     const [output, next] = applyRegister(
       state.get(op.planned.input.key) ?? MISSING,
       op.planned.input,
+      ++logIndex,
     );
     state.set(op.planned.input.key, next);
     op.output = output;

@@ -4,26 +4,44 @@
  * compare-and-set. Histories recorded by the Raft simulation and by real
  * clusters are checked against it.
  *
- * Owns: the operation types, {@link applyRegister} (the namespace's semantics,
- * in that one function) and {@link registerModel}. Imports the checker's types.
+ * Owns: the operation types, the namespace's semantics ({@link applyRegister}
+ * to generate answers, {@link stepRegister} to check them, side by side) and
+ * {@link registerModel}. Imports the checker's types.
  *
  * @module
  */
 
 import type { Model, Operation, Partition } from "./linearizability.ts";
 
-/** One key's state; a missing key has `value` null and `revision` 0. */
+/**
+ * One key's state. A missing key has `value` null and `revision` 0.
+ * `revision` is null after a write whose revision the history never showed
+ * (an unknown outcome): it is fixed but not known, and the first answer that
+ * shows it (a read, a failed compare-and-set) says what it is.
+ */
 export interface KeyState {
   readonly value: string | null;
-  readonly revision: number;
+  readonly revision: number | null;
+  /** The highest revision the key ever had (deletes included): later writes get higher ones. */
+  readonly floor: number;
 }
 
-/** The state of a key never written, or deleted. */
-export const MISSING: KeyState = Object.freeze({ value: null, revision: 0 });
+/** The state of a key never written. */
+export const MISSING: KeyState = Object.freeze({ value: null, revision: 0, floor: 0 });
 
 /** What a client asked. Values are compared as strings: record bytes as hex or base64. */
 export type RegisterInput =
-  | { readonly op: "put"; readonly key: string; readonly value: string }
+  | {
+    readonly op: "put";
+    readonly key: string;
+    readonly value: string;
+    /**
+     * The revision the service gave this write, when the recorder knows it
+     * although the client did not see the answer (a later read showed the
+     * value it wrote). Known outputs carry their own.
+     */
+    readonly revision?: number;
+  }
   | { readonly op: "get"; readonly key: string }
   | { readonly op: "delete"; readonly key: string }
   | {
@@ -32,6 +50,8 @@ export type RegisterInput =
     /** The revision the key must have for the write to happen; 0: the key must be missing. */
     readonly expectedRevision: number;
     readonly value: string;
+    /** As for put: the revision of the write, when learned from a later read. */
+    readonly revision?: number;
   };
 
 /** What the client saw; `unknown` when it never learned (timeout, crash), with `return = Infinity`. */
@@ -49,47 +69,132 @@ export type RegisterOperation = Operation<RegisterInput, RegisterOutput>;
 /** The output of an operation whose outcome the client never learned. */
 export const UNKNOWN: RegisterOutput = Object.freeze({ kind: "unknown" });
 
-/**
- * The semantics of the namespace, for one key: the output the service must
- * give for `input` in `state`, and the state after. The model, the history
- * generators and the brute-force oracle of the tests all use this function,
- * so a change of the real service's semantics is a change here only.
- *
- * - A missing key has revision 0. Each put and each successful cas increases
- *   the key's revision by one; put on a missing key gives revision 1.
+/*
+ * The semantics of the namespace (proto/blixard/v1/metadata.proto), for one
+ * key, in the two functions below:
+ * - A key's revision is the Raft log index of the write that last changed
+ *   it: a write's revision is higher than every revision the key had before,
+ *   deleted incarnations included, and no two writes share one. A missing key
+ *   has revision 0.
  * - get returns the value and revision, or not found.
- * - delete is a write that does not increase the revision: it makes the key
- *   missing again (revision 0), so a key created again starts at revision 1
- *   (as etcd's per-key `version`). It answers whether the key existed; delete
- *   of a missing key changes nothing.
+ * - put sets the value; its answer is its revision.
+ * - delete makes the key missing (revision 0) and answers whether it
+ *   existed; delete of a missing key changes nothing.
  * - cas(expectedRevision, value) writes when the key's revision equals
- *   `expectedRevision` (0: only if missing) and answers the new revision;
- *   otherwise it writes nothing and answers the current revision (0 if missing).
+ *   `expectedRevision` (0: only if missing), answering the new revision;
+ *   otherwise it writes nothing and answers the current revision (0 if
+ *   missing).
+ */
+
+/**
+ * What the service answers to `input` in `state`, and the state after,
+ * when a write is given revision `revision` (the log index it lands at;
+ * above `state.floor`). For generating histories, where every revision is known.
  */
 export function applyRegister(
   state: KeyState,
   input: RegisterInput,
+  revision: number,
 ): readonly [output: RegisterOutput, next: KeyState] {
   switch (input.op) {
-    case "put": {
-      const revision = state.revision + 1;
-      return [{ kind: "put", revision }, { value: input.value, revision }];
-    }
+    case "put":
+      return [{ kind: "put", revision }, { value: input.value, revision, floor: revision }];
     case "get":
       return [
         state.value === null
           ? { kind: "not_found" }
-          : { kind: "found", value: state.value, revision: state.revision },
+          : { kind: "found", value: state.value, revision: state.revision! },
         state,
       ];
     case "delete":
-      return [{ kind: "deleted", existed: state.value !== null }, MISSING];
+      return [{ kind: "deleted", existed: state.value !== null }, {
+        ...MISSING,
+        floor: state.floor,
+      }];
     case "cas": {
-      if (state.revision !== input.expectedRevision) {
-        return [{ kind: "cas", ok: false, revision: state.revision }, state];
+      const current = state.value === null ? 0 : state.revision!;
+      if (current !== input.expectedRevision) {
+        return [{ kind: "cas", ok: false, revision: current }, state];
       }
-      const revision = state.revision + 1;
-      return [{ kind: "cas", ok: true, revision }, { value: input.value, revision }];
+      return [{ kind: "cas", ok: true, revision }, {
+        value: input.value,
+        revision,
+        floor: revision,
+      }];
+    }
+  }
+}
+
+/**
+ * Whether the service may answer `output` to `input` in `state`, and the
+ * state after: the model's step. An unknown output means the operation took
+ * effect unseen (the checker also tries it not happening at all).
+ */
+export function stepRegister(
+  state: KeyState,
+  input: RegisterInput,
+  output: RegisterOutput,
+): readonly [ok: boolean, next: KeyState] {
+  const no = [false, state] as const;
+  /** A write landing at `revision` (null: not known), if that revision can come next. */
+  const written = (value: string, revision: number | undefined) =>
+    revision !== undefined && revision <= state.floor
+      ? no
+      : [true, { value, revision: revision ?? null, floor: revision ?? state.floor }] as const;
+  /** The state with its unknown revision learned to be `revision`, if it can be. */
+  const learned = (revision: number): KeyState | null =>
+    state.revision !== null
+      ? state.revision === revision ? state : null
+      : revision > state.floor
+      ? { ...state, revision, floor: revision }
+      : null;
+  switch (input.op) {
+    case "put":
+      if (output.kind === "unknown") return written(input.value, input.revision);
+      if (output.kind !== "put") return no;
+      if (input.revision !== undefined && input.revision !== output.revision) return no;
+      return written(input.value, output.revision);
+    case "get": {
+      if (output.kind === "unknown") return [true, state];
+      if (state.value === null) return [output.kind === "not_found", state];
+      if (output.kind !== "found" || output.value !== state.value) return no;
+      const next = learned(output.revision);
+      return next ? [true, next] : no;
+    }
+    case "delete":
+      if (output.kind !== "unknown") {
+        if (output.kind !== "deleted" || output.existed !== (state.value !== null)) return no;
+      }
+      return [true, { ...MISSING, floor: state.floor }];
+    case "cas": {
+      let base: KeyState = state;
+      if (state.value === null) {
+        // Missing: revision 0, known.
+        if (output.kind === "cas" && !output.ok) {
+          return input.expectedRevision !== 0 && output.revision === 0 ? [true, state] : no;
+        }
+        if (input.expectedRevision !== 0) return no;
+      } else if (output.kind === "cas" && !output.ok) {
+        if (output.revision === input.expectedRevision) return no;
+        const next = learned(output.revision);
+        return next ? [true, next] : no;
+      } else {
+        // It wrote, so the key had the expected revision.
+        const had = input.expectedRevision === 0 ? null : learned(input.expectedRevision);
+        if (!had) return no;
+        base = had;
+      }
+      const revision = output.kind === "cas" ? output.revision : input.revision;
+      if (output.kind !== "unknown" && output.kind !== "cas") return no;
+      if (output.kind === "cas" && input.revision !== undefined && input.revision !== revision) {
+        return no;
+      }
+      if (revision !== undefined && revision <= base.floor) return no;
+      return [true, {
+        value: input.value,
+        revision: revision ?? null,
+        floor: revision ?? base.floor,
+      }];
     }
   }
 }
@@ -126,10 +231,7 @@ function isRevision(n: unknown): boolean {
 /** The metadata namespace as a checker model, partitioned by key. */
 export const registerModel: Model<KeyState, RegisterInput, RegisterOutput> = {
   init: () => MISSING,
-  step(state, input, output) {
-    const [expected, next] = applyRegister(state, input);
-    return [output.kind === "unknown" || sameOutput(expected, output), next];
-  },
+  step: stepRegister,
   partition(history) {
     const byKey = new Map<string, RegisterOperation[]>();
     for (const op of history) {
@@ -142,10 +244,10 @@ export const registerModel: Model<KeyState, RegisterInput, RegisterOutput> = {
       operations,
     }));
   },
-  equal: (a, b) => a.revision === b.revision && a.value === b.value,
+  equal: (a, b) => a.revision === b.revision && a.value === b.value && a.floor === b.floor,
   hash(state) {
-    // FNV-1a over the value, mixed with the revision.
-    let h = 0x811c9dc5 ^ state.revision;
+    // FNV-1a over the value, mixed with the revisions.
+    let h = 0x811c9dc5 ^ (state.revision ?? -1) ^ Math.imul(state.floor, 0x9e3779b1);
     const value = state.value ?? "";
     for (let i = 0; i < value.length; i++) h = Math.imul(h ^ value.charCodeAt(i), 0x01000193);
     return state.value === null ? ~h : h;
@@ -160,7 +262,12 @@ export const registerModel: Model<KeyState, RegisterInput, RegisterOutput> = {
     return `${call} -> ${describeOutput(output)}`;
   },
   describeState: (state) =>
-    state.value === null ? "missing" : `${JSON.stringify(state.value)}@${state.revision}`,
+    state.value === null
+      ? `missing (last revision ${state.floor})`
+      : `${JSON.stringify(state.value)}@${state.revision ?? "?"}`,
+  // A read or a failed cas changes no value; one that shows an unknown revision
+  // only learns what was already fixed, so dropping it can only make the
+  // history more linearizable.
   readOnly(input, output) {
     if (output.kind === "unknown") return input.op === "get";
     return input.op === "get" || (output.kind === "cas" && !output.ok) ||
@@ -177,6 +284,12 @@ export const registerModel: Model<KeyState, RegisterInput, RegisterOutput> = {
     }
     if (input.op === "cas" && !isRevision(input.expectedRevision)) {
       return `expectedRevision ${input.expectedRevision}: expected an integer >= 0`;
+    }
+    if (
+      (input.op === "put" || input.op === "cas") && input.revision !== undefined &&
+      !(isRevision(input.revision) && input.revision > 0)
+    ) {
+      return `revision ${input.revision}: expected an integer >= 1`;
     }
     const allowed = OUTPUT_KINDS[input.op];
     if (output?.kind !== "unknown" && !allowed.includes(output?.kind)) {
