@@ -17,7 +17,8 @@ import { Code, RpcError } from "../rpc/errors.ts";
 import { RaftRole } from "../rpc/gen/blixard/v1/status_pb.ts";
 import { RpcRouter } from "../rpc/router.ts";
 import { Health, Status } from "../rpc/services.ts";
-import type { DualPeer } from "../runner/dual_client.ts";
+import type { DualPeer, PeerAddress } from "../runner/dual_client.ts";
+import { RaftOutbox } from "../runner/raft_outbox.ts";
 import { DualRunner, type ReloadResult } from "../runner/runner.ts";
 import { healthService } from "../services/health.ts";
 import { type KnownPeer, type MembershipView, statusService } from "../services/status.ts";
@@ -86,6 +87,8 @@ export class Agent {
   readonly metrics: AgentMetrics;
   /** Consensus messages from peers, bounded; nothing consumes them until Raft runs. */
   readonly inbox: RaftInbox;
+  /** Consensus messages to peers: one bounded outbox per peer, over its route. */
+  readonly outbox: RaftOutbox;
   /** The listeners, their addresses, the serving plan. */
   readonly runner: DualRunner;
   readonly #log: Logger;
@@ -106,6 +109,12 @@ export class Agent {
     this.#resolved = resolved;
     this.#principals = principalsOf(config, resolved);
     this.inbox = new RaftInbox({ principals: () => this.#principals, logger: log.child("raft") });
+    this.outbox = new RaftOutbox({
+      routeFor: (id) => {
+        const address = this.#peerAddress(id);
+        return address ? this.runner.raftRoute(address) : null;
+      },
+    });
     const router = new RpcRouter();
     this.runner = new DualRunner(config, {
       router,
@@ -154,7 +163,10 @@ export class Agent {
   /** Moves the running node to `next` (see {@link DualRunner.reload}). */
   async reload(next: AgentConfig): Promise<ReloadResult> {
     this.#resolved = await resolvePeerNames(next, this.#log);
-    return await this.runner.reload(next);
+    const result = await this.runner.reload(next);
+    // Raft follows the new transports and peers from the next message on.
+    if (result.ok) this.outbox.rerouteAll();
+    return result;
   }
 
   /** Counts and logs a reload that did not happen (an invalid file). */
@@ -167,27 +179,35 @@ export class Agent {
    * the transports the dual runner's rules choose.
    */
   peer(nodeId: number): DualPeer {
-    const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
-    if (!peer) {
+    const address = this.#peerAddress(nodeId);
+    if (!address) {
       throw new RpcError(
         Code.NOT_FOUND,
         `node ${nodeId} is not among this node's [[cluster.peers]]`,
       );
     }
+    return this.runner.peers().peer(address);
+  }
+
+  /** How to reach peer `nodeId`, from the configuration. */
+  #peerAddress(nodeId: number): PeerAddress | undefined {
+    const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
+    if (!peer) return undefined;
     const iroh = peer.ticket ??
       (peer.endpointId
         ? toTicket({ id: peer.endpointId, directAddresses: peer.addresses })
         : undefined);
-    return this.runner.peers().peer({
+    return {
       nodeId: BigInt(nodeId),
       ...(iroh ? { iroh } : {}),
       ...(peer.grpcAddress ? { grpc: peer.grpcAddress } : {}),
-    });
+    };
   }
 
   /** Graceful stop: calls in flight get `limits.shutdown_timeout_ms`. */
   async stop(): Promise<{ abandoned: number }> {
     this.#stopping = true;
+    this.outbox.close();
     return await this.runner.stop();
   }
 

@@ -18,8 +18,12 @@
  * @module
  */
 
-import type { AgentConfig } from "../config/mod.ts";
+import { type AgentConfig, raftTransport } from "../config/mod.ts";
+import { createClient } from "../rpc/client.ts";
+import { Health } from "../rpc/services.ts";
 import type { AgentMetrics } from "../metrics/registry.ts";
+import type { RaftMessage } from "../codec/raft.ts";
+import type { CallTransport } from "../rpc/client.ts";
 import type { RpcLimits } from "../rpc/limits.ts";
 import type { RaftIngress } from "../rpc/raft_ingress.ts";
 import type { RpcRouter } from "../rpc/router.ts";
@@ -31,6 +35,7 @@ import { IrohRpcServer } from "../transport/iroh/rpc_server.ts";
 import { loadOrCreateSecretKey } from "../transport/iroh/secret_key.ts";
 import type { Logger } from "../util/log.ts";
 import { DualClient, type DualClientOptions, type PeerAddress } from "./dual_client.ts";
+import { adaptiveRoute, fixedRoute, type RaftLink, type RaftRoute } from "./raft_outbox.ts";
 import {
   type CleanupStep,
   type IrohEndpointSettings,
@@ -397,6 +402,39 @@ export class DualRunner {
     return this.#peerClient.dual;
   }
 
+  /**
+   * How Raft messages reach the peer at `address` under the configuration in
+   * force: over gRPC or Iroh as `raft_transport` (or the mode) says, or the
+   * adaptive choice between the two; null when this node cannot reach it
+   * (no address for a transport it may use).
+   */
+  raftRoute(address: PeerAddress): RaftRoute | null {
+    const links = this.raftLinks(address);
+    const want = raftTransport(this.#config);
+    if (want === "adaptive") {
+      if (links.length === 2) return adaptiveRoute(links);
+      return links[0] ? fixedRoute(links[0]) : null;
+    }
+    const link = links.find((l) => l.transport === want);
+    return link ? fixedRoute(link) : null;
+  }
+
+  /** The links to `address` over each transport this node may call over now. */
+  raftLinks(address: PeerAddress): RaftLink[] {
+    this.peers();
+    const clients = this.#peerClient!;
+    const callable = transportsOf(this.#config.transport.mode);
+    const links: RaftLink[] = [];
+    if (callable.includes("grpc") && address.grpc) {
+      const channel = clients.grpc.peer(address.grpc);
+      links.push(raftLink("grpc", channel));
+    }
+    if (callable.includes("iroh") && address.iroh && clients.iroh) {
+      links.push(raftLink("iroh", clients.iroh.peer(address.iroh)));
+    }
+    return links;
+  }
+
   #peerOptions(iroh: IrohRpcClient | null, grpc: GrpcRpcClient): DualClientOptions {
     const config = this.#config;
     const callable = transportsOf(config.transport.mode);
@@ -519,6 +557,21 @@ export class DualRunner {
       prefer_iroh: preferIroh.length ? preferIroh.join(",") : undefined,
     });
   }
+}
+
+/** A Raft link over one transport's channel: sends, and probes with Health.Ping. */
+function raftLink(
+  transport: TransportName,
+  channel: { sendRaft(m: RaftMessage): Promise<void> } & CallTransport,
+): RaftLink {
+  const health = createClient(Health, channel);
+  return {
+    transport,
+    sendRaft: (m) => channel.sendRaft(m),
+    probe: async (bytes) => {
+      await health.ping({ payload: new Uint8Array(bytes) }, { deadlineMs: 5_000 });
+    },
+  };
 }
 
 function short(id: string): string {

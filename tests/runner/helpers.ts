@@ -39,7 +39,13 @@ export interface NodeSpec {
   readonly raftTransport?: "grpc" | "iroh" | "adaptive";
   readonly nodeId?: number;
   /** Cluster peers, each with an endpoint id and a gRPC address on loopback. */
-  readonly peers?: readonly { id: number; endpointId: string; grpcPort: number }[];
+  readonly peers?: readonly {
+    id: number;
+    endpointId: string;
+    grpcPort: number;
+    irohPort?: number;
+    grpcHost?: string;
+  }[];
 }
 
 /** The TOML of a single-node config on loopback. */
@@ -67,7 +73,7 @@ relay = "disabled"
 operator_keys = ["${s.operatorId}"]
 ${
     (s.peers ?? []).map((p) =>
-      `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:1"]\ngrpc_address = "127.0.0.1:${p.grpcPort}"\n`
+      `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:${p.irohPort ?? 1}"]\ngrpc_address = "${p.grpcHost ?? "127.0.0.1"}:${p.grpcPort}"\n`
     ).join("")
   }
 [limits]
