@@ -56,7 +56,7 @@ export async function startNode(config: string, ready = /ticket: \S+\n/): Promis
     env: { NO_COLOR: "1" },
   }).spawn();
   let err = "";
-  (async () => {
+  const errRead = (async () => {
     for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) err += chunk;
   })();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -71,7 +71,7 @@ export async function startNode(config: string, ready = /ticket: \S+\n/): Promis
     if (done) throw new Error(`node exited before serving: ${out}\n${err}`);
     out += value;
   }
-  reader.cancel().catch(() => {});
+  const outClosed = reader.cancel().catch(() => {});
   let stopped: Promise<number> | undefined;
   return {
     child,
@@ -85,7 +85,11 @@ export async function startNode(config: string, ready = /ticket: \S+\n/): Promis
         } catch {
           // Already exited.
         }
-        stopped = child.status.then((s) => s.code);
+        // Done only once its output streams are closed too, so tests leave nothing open.
+        stopped = child.status.then(async (s) => {
+          await Promise.all([errRead, outClosed]);
+          return s.code;
+        });
       }
       return stopped;
     },

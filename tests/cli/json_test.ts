@@ -88,11 +88,8 @@ Deno.test("config check prints the documented JSON for a valid file, an invalid 
   }
 });
 
-// The node's stderr is read by a background loop until it exits, after the test's last await.
 Deno.test({
   name: "health and status print the documented proto3 JSON, over gRPC and over Iroh",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const { dir, opKey, operatorId } = await operatorDir();
     const grpcPort = freeTcpPort();

@@ -32,13 +32,10 @@ operator_keys = ["${operatorId}"]
   return { dir, opKey, operatorId, config };
 }
 
-// The nodes' stderr is read by a background loop until they exit, after the test's last await.
-const opts = { sanitizeOps: false, sanitizeResources: false };
 /** The services a node implements today: Status lists only these. */
 const IMPLEMENTED = ["health", "status"];
 
 Deno.test({
-  ...opts,
   name: "an operator starts a node, asks its health and status, and stops it with SIGTERM",
   async fn() {
     const { dir, opKey, config } = await setup();
@@ -74,7 +71,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a restarted node keeps its endpoint id, and an unknown operator is refused with a hint",
   async fn() {
     const { dir, config } = await setup();
@@ -120,7 +116,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a node refuses to start with a key file others can read, and says how to fix it",
   async fn() {
     const { dir, config } = await setup();
@@ -137,7 +132,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "config check prints the effective config, or every error with exit status 1",
   async fn() {
     const { dir, config } = await setup();
@@ -157,7 +151,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "key show prints the endpoint id and, given addresses, a ticket",
   async fn() {
     const { opKey, operatorId } = await setup();
@@ -173,7 +166,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name:
     "an operator moves a running node from grpc to dual with 'blixard reload', and a bad file changes nothing",
   async fn() {
@@ -231,7 +223,6 @@ Deno.test({
 });
 
 Deno.test({
-  ...opts,
   name: "a node whose TLS certificate file is missing does not start, and names the key",
   async fn() {
     const { dir, operatorId } = await setup();

@@ -47,8 +47,6 @@ function reloadJson(r: Run): Record<string, unknown> {
 Deno.test({
   name:
     "the plan's stage 2 and 3, a migration section alone, reloaded onto a stage-1 node keep it on Iroh and say so",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const { dir, operatorId } = await operatorDir();
     const grpcPort = freeTcpPort();
