@@ -73,7 +73,9 @@ relay = "disabled"
 operator_keys = ["${s.operatorId}"]
 ${
     (s.peers ?? []).map((p) =>
-      `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:${p.irohPort ?? 1}"]\ngrpc_address = "${p.grpcHost ?? "127.0.0.1"}:${p.grpcPort}"\n`
+      `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:${
+        p.irohPort ?? 1
+      }"]\ngrpc_address = "${p.grpcHost ?? "127.0.0.1"}:${p.grpcPort}"\n`
     ).join("")
   }
 [limits]

@@ -191,3 +191,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "after a reload to grpc, an Iroh caller is told the node no longer serves Iroh, and where it serves gRPC",
+  async fn() {
+    await using c = await caller(["iroh"]);
+    const { base, ticket } = await nodeBase(c.operatorId);
+    const agent = await startAgent(configOf({ ...base, mode: "dual", preferIroh: ["health"] }));
+    try {
+      const health = createClient(Health, c.peerOf({ ...base, mode: "iroh" }, ticket));
+      assertEquals((await health.check({})).nodeId, 1n);
+      const result = await agent.reload(configOf({ ...base, mode: "grpc" }));
+      assert(result.ok);
+      assertEquals(result.summary, "health: iroh → grpc; iroh listener parked");
+      const e = await rejection(RpcError, () => health.check({}, { deadlineMs: 3000 }));
+      assertEquals(e.code, Code.UNAVAILABLE, String(e));
+      assert(
+        e.message.includes(
+          `this node no longer serves Iroh; it serves gRPC at 127.0.0.1:${base.grpcPort}`,
+        ),
+        e.message,
+      );
+    } finally {
+      await agent.stop();
+    }
+  },
+});
