@@ -234,10 +234,9 @@ async function stageFile(from: string, to: string): Promise<void> {
   }
 }
 
-async function run(cmd: string, args: string[]): Promise<Deno.ChildProcess> {
+function spawn(cmd: string, args: string[], stdin: "piped" | "null"): Deno.ChildProcess {
   try {
-    return new Deno.Command(cmd, { args, stdin: "piped", stdout: "piped", stderr: "inherit" })
-      .spawn();
+    return new Deno.Command(cmd, { args, stdin, stdout: "piped", stderr: "inherit" }).spawn();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new PackageError("TOOL_FAILED", `package: ${cmd} is not installed; it is needed`);
@@ -249,7 +248,7 @@ async function run(cmd: string, args: string[]): Promise<Deno.ChildProcess> {
 /** A reproducible gzip'd tar of `dir`'s contents, written to `out`. */
 async function tarGzip(dir: string, out: string): Promise<void> {
   const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  const tar = await run("tar", [
+  const tar = spawn("tar", [
     "--create",
     "--file=-",
     `--directory=${dir}`,
@@ -262,9 +261,8 @@ async function tarGzip(dir: string, out: string): Promise<void> {
     `--mtime=@${epoch}`,
     "--mode=u+rwX,go+rX,go-w",
     ".",
-  ]);
-  await tar.stdin.close();
-  const gzip = await run("gzip", ["-n", "-6"]);
+  ], "null");
+  const gzip = spawn("gzip", ["-n", "-6"], "piped");
   const file = await Deno.open(out, { write: true, create: true, truncate: true });
   await Promise.all([tar.stdout.pipeTo(gzip.stdin), gzip.stdout.pipeTo(file.writable)]);
   const [t, g] = await Promise.all([tar.status, gzip.status]);
@@ -286,6 +284,7 @@ export function renderHeader(
       .replaceAll("@VERSION@", values.version)
       .replaceAll("@DENO_VERSION@", values.denoVersion)
       .replaceAll("@SHA256@", values.sha256)
+      .replaceAll("@SHA256_PREFIX@", values.sha256.slice(0, 16))
       .replaceAll("@SIZE@", String(values.sizeBytes))
       .replaceAll("@OFFSET@", String(offset));
   // The offset's own digits change the header's length: settle on a fixed point.
@@ -296,6 +295,12 @@ export function renderHeader(
     if (next === offset) return header;
     offset = next;
   }
+}
+
+/** `path` relative to the working directory when it is under it. */
+function shortPath(path: string): string {
+  const rel = relative(Deno.cwd(), path);
+  return rel === "" || rel.startsWith("..") ? path : rel;
 }
 
 /** Builds the package; see the module comment for what it holds. */
@@ -375,7 +380,7 @@ export async function buildPackage(options: PackageOptions = {}): Promise<Packag
       await Deno.rename(partial, output);
       const sizeBytes = headerBytes.length + bytes.length;
       log(
-        `package: wrote ${relative(Deno.cwd(), output) || output}: blixard ${denoJson.version}, ` +
+        `package: wrote ${shortPath(output)}: blixard ${denoJson.version}, ` +
           `deno ${runtime.version}, ${packages.length} npm packages, ` +
           `${(sizeBytes / 2 ** 20).toFixed(1)} MiB, payload sha256 ${sha256}`,
       );

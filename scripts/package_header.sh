@@ -23,6 +23,7 @@ set -eu
 
 version='@VERSION@'
 sha256='@SHA256@'
+tree='@VERSION@-@SHA256_PREFIX@'
 offset=@OFFSET@
 size=@SIZE@
 
@@ -30,13 +31,6 @@ die() {
   printf 'blixard: %s\n' "$*" >&2
   exit 1
 }
-
-case "$(uname -s)/$(uname -m)" in
-Linux/x86_64) ;;
-*) die "this file runs on Linux x86_64 with glibc; this host is $(uname -s) $(uname -m)" ;;
-esac
-[ -e /lib64/ld-linux-x86-64.so.2 ] ||
-  die "this file needs glibc, and this host has no /lib64/ld-linux-x86-64.so.2 (a musl system?)"
 
 xdg=${XDG_CACHE_HOME:-}
 if [ -n "${BLIXARD_CACHE_DIR:-}" ]; then
@@ -54,9 +48,17 @@ elif [ -n "${HOME:-}" ] && [ "$HOME" != / ]; then
 else
   base=/var/cache/blixard
 fi
-dir=$base/$version-$(printf %.16s "$sha256")
+dir=$base/$tree
 
+# Only the first run does more than this file's own shell: a warm start forks
+# nothing before it execs the runtime.
 unpack() {
+  case "$(uname -s)/$(uname -m)" in
+  Linux/x86_64) ;;
+  *) die "this file runs on Linux x86_64 with glibc; this host is $(uname -s) $(uname -m)" ;;
+  esac
+  [ -e /lib64/ld-linux-x86-64.so.2 ] ||
+    die "this file needs glibc, and this host has no /lib64/ld-linux-x86-64.so.2 (a musl system?)"
   self=$0
   [ -r "$self" ] || die "cannot read this file ($self) to unpack it"
   for tool in tar gzip sha256sum tail; do
