@@ -131,6 +131,12 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     present: anyFile(IP_PATHS, true),
     why: "ip: brings up lo in the loopback-only network namespace the tests and benchmarks run in",
   },
+  {
+    name: "systemd",
+    present: anyFile(["/usr/bin/systemd-analyze", "/bin/systemd-analyze"], true),
+    why:
+      "systemd-analyze: verifies deploy/blixard.service in tests/deploy/ (verify only, nothing is started)",
+  },
 ];
 
 /** Why setup could not leave every package present. */

@@ -1,6 +1,6 @@
 /**
  * The command line's surface: top-level and per-command help, versions,
- * usage errors, and the compiled executable.
+ * usage errors. The compiled executable: tests/package/.
  */
 
 import { assert, assertEquals } from "../assert.ts";
@@ -81,25 +81,4 @@ Deno.test("an unknown command or flag fails with exit 2 and says what was wrong"
   r = await blixard("--bogus");
   assertEquals(r.code, 2);
   assert(r.stderr.includes("--bogus"), r.stderr);
-});
-
-const denort = Deno.env.get("DENORT_BIN");
-Deno.test({
-  name: denort
-    ? "the compiled executable runs the same command line"
-    : "the compiled executable runs the same command line (SKIPPED: set DENORT_BIN to a denort " +
-      Deno.version.deno + "; it cannot be downloaded on this machine)",
-  ignore: !denort,
-  async fn() {
-    const output = await Deno.makeTempFile({ prefix: "blixard-" });
-    const build = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "scripts/compile.ts", "--output", output],
-      cwd: root,
-    }).output();
-    assertEquals(build.code, 0, new TextDecoder().decode(build.stderr));
-    const run = await new Deno.Command(output, { args: ["version", "--json"] }).output();
-    assertEquals(run.code, 0);
-    assertEquals(JSON.parse(new TextDecoder().decode(run.stdout)).protocol, 1);
-    await Deno.remove(output);
-  },
 });
