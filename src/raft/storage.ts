@@ -11,8 +11,14 @@
  * and reads entries while it steps (`node:sqlite` is synchronous too).
  *
  * Indexes: entries are numbered from 1. A snapshot at index S covers every
- * entry up to S; the log then holds entries S+1 ..= last. `term(S)` stays
- * answerable (the snapshot's term) so appends after it can be checked.
+ * entry up to S. The log holds entries from `firstIndex()` to `lastIndex()`:
+ * S+1 onwards after a snapshot installed from a leader, or a few entries
+ * before S after `createSnapshot` kept some for followers that lag a little.
+ * `term(firstIndex() - 1)` stays answerable (the snapshot's term, or the last
+ * compacted entry's) so appends after it can be checked.
+ *
+ * Entry data is copied on save: the codec hands out views of receive
+ * buffers, which a storage must not keep.
  *
  * @module
  */
@@ -87,13 +93,14 @@ export class StorageFailure extends Error {
 export interface LogReader {
   /** The durable state a node restarts from. */
   initialState(): { readonly hardState: HardState; readonly confState: ConfState };
-  /** Index of the first entry still held: the snapshot's index + 1. */
+  /** Index of the first entry still held: one past the last compacted entry. */
   firstIndex(): number;
   /** Index of the last entry; the snapshot's index when no entry follows it. */
   lastIndex(): number;
   /**
    * Term of entry `index`, for `firstIndex() - 1 <= index <= lastIndex()`
-   * (`firstIndex() - 1` answers the snapshot's term; index 0 answers 0).
+   * (`firstIndex() - 1` answers the term of the last compacted entry, or of
+   * the snapshot; index 0 answers 0 while nothing is compacted).
    * @throws {CompactedError} below that range.
    * @throws {UnavailableError} above it.
    */
@@ -134,7 +141,8 @@ export interface LogStorage extends LogReader {
   save(update: LogUpdate): void;
   /**
    * Records a snapshot the state machine produced at `index` (at most the
-   * applied index, at least the current snapshot's) and compacts the log
+   * applied index, so at most the saved commit index; at least the current
+   * snapshot's) and compacts the log
    * behind it, keeping entries after `index - keepEntries` for followers that
    * lag a little. Durable when it returns.
    * @throws {StorageFailure}
