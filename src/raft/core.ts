@@ -63,7 +63,9 @@ import type { ConfState, LogReader, Snapshot } from "./storage.ts";
 
 /** Where a proposal was appended; it is committed once the commit index reaches `index` in `term`. */
 export interface Proposed {
+  /** The entry's log index. */
   readonly index: number;
+  /** The leader's term it was appended in; a different entry at `index` means it was lost. */
   readonly term: number;
 }
 

@@ -12,8 +12,9 @@
  * up to `keepEntries` entries the snapshot covers for followers that lag a
  * little, so `firstIndex() - 1` may be below the snapshot's index.
  *
- * It keeps references to the entries and snapshots it is given (no copies),
- * as the core does; their bytes must not be reused.
+ * As the contract requires, it copies the data of the entries and snapshots
+ * it saves (the codec hands out views of receive buffers) and hands out
+ * entries the caller owns.
  *
  * @module
  */
@@ -62,6 +63,7 @@ export class MemoryStorage implements LogStorage {
   #entries: Entry[] = [];
   #closed = false;
 
+  /** An empty storage: no entries, term 0, and the membership of `options.confState`. */
   constructor(options: MemoryStorageOptions = {}) {
     this.#snapshot = {
       meta: { index: 0, term: 0, confState: options.confState ?? NO_MEMBERS },
@@ -105,7 +107,7 @@ export class MemoryStorage implements LogStorage {
       const e = this.#entries[i - first]!;
       size += e.data.length;
       if (out.length > 0 && size > maxBytes) break;
-      out.push(e);
+      out.push(copyOf(e));
     }
     return out;
   }
@@ -142,7 +144,14 @@ export class MemoryStorage implements LogStorage {
     }
     if (entries.length > 0) appendTo(kept, compactIndex, compactTerm, entries);
 
-    if (snapshot !== undefined) this.#snapshot = snapshot;
+    if (snapshot !== undefined) {
+      this.#snapshot = ownSnapshot(
+        snapshot.meta.index,
+        snapshot.meta.term,
+        snapshot.meta.confState,
+        snapshot.data,
+      );
+    }
     this.#compactIndex = compactIndex;
     this.#compactTerm = compactTerm;
     this.#entries = kept;
@@ -169,7 +178,7 @@ export class MemoryStorage implements LogStorage {
         `memory storage: keepEntries ${keepEntries}: expected an integer >= 0`,
       );
     }
-    const snapshot: Snapshot = { meta: { index, term: this.term(index), confState }, data };
+    const snapshot = ownSnapshot(index, this.term(index), confState, data);
     const compactTo = Math.max(this.#compactIndex, index - keepEntries);
     const compactTerm = this.term(compactTo);
     this.#entries = this.#entries.slice(compactTo - this.#compactIndex);
@@ -231,7 +240,23 @@ function appendTo(
     );
   }
   log.length = start - compactIndex - 1;
-  for (let i = skip; i < entries.length; i++) log.push(entries[i]!);
+  for (let i = skip; i < entries.length; i++) log.push(copyOf(entries[i]!));
+}
+
+/** An entry with its own copy of the data. */
+function copyOf(e: Entry): Entry {
+  return { index: e.index, term: e.term, kind: e.kind, data: e.data.slice() };
+}
+
+/** A snapshot that owns its data and membership. */
+function ownSnapshot(
+  index: number,
+  term: number,
+  confState: ConfState,
+  data: Uint8Array,
+): Snapshot {
+  const members = { voters: [...confState.voters], learners: [...confState.learners] };
+  return { meta: { index, term, confState: members }, data: data.slice() };
 }
 
 function checkHardState(hardState: HardState): void {
