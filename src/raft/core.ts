@@ -962,13 +962,6 @@ export class RaftCore {
 
   #onHeartbeat(m: Heartbeat): void {
     const log = this.#log;
-    if (m.commit > log.lastIndex()) {
-      throw new RaftMessageError(
-        `raft: heartbeat from leader ${m.from} (term ${m.term}) commits index ${m.commit}, past ` +
-          `node ${this.id}'s last index ${log.lastIndex()}: the leader believes this node holds ` +
-          `entries it does not (lost from storage?)`,
-      );
-    }
     log.commitTo(m.commit);
     const response: HeartbeatResponse = {
       kind: RaftMessageKind.HeartbeatResponse,
@@ -1371,6 +1364,16 @@ export class RaftCore {
     }
     if (msg.kind === RaftMessageKind.AppendEntriesRequest) {
       checkAppend(msg);
+    } else if (msg.kind === RaftMessageKind.Heartbeat) {
+      // A leader sends min(our match, its commit): we acknowledged that much,
+      // and acknowledged entries up to a commit index are never truncated.
+      if (msg.commit > this.#log.lastIndex()) {
+        throw new RaftMessageError(
+          `raft: heartbeat from node ${msg.from} (term ${msg.term}) commits index ${msg.commit}, past ` +
+            `node ${this.id}'s last index ${this.#log.lastIndex()}: the leader believes this node holds ` +
+            `entries it does not (lost from storage?)`,
+        );
+      }
     } else if (msg.kind === SNAPSHOT_MESSAGE) {
       checkSnapshot(msg);
     } else if (!(msg.kind >= 1 && msg.kind <= 13)) {
