@@ -101,15 +101,12 @@ export class MemoryStorage implements LogStorage {
     if (lo < first) throw new CompactedError(lo, first);
     const last = this.lastIndex();
     if (hi > last + 1) throw new UnavailableError(hi - 1, last);
-    const out: Entry[] = [];
-    let size = 0;
-    for (let i = lo; i < hi; i++) {
-      const e = this.#entries[i - first]!;
-      size += e.data.length;
-      if (out.length > 0 && size > maxBytes) break;
-      out.push(copyOf(e));
+    let end = lo, size = 0;
+    for (; end < hi; end++) {
+      size += this.#entries[end - first]!.data.length;
+      if (end > lo && size > maxBytes) break;
     }
-    return out;
+    return copied(this.#entries, lo - first, end - first);
   }
 
   snapshot(): Snapshot {
@@ -240,12 +237,33 @@ function appendTo(
     );
   }
   log.length = start - compactIndex - 1;
-  for (let i = skip; i < entries.length; i++) log.push(copyOf(entries[i]!));
+  const copies = copied(entries, skip, entries.length);
+  for (let i = 0; i < copies.length; i++) log.push(copies[i]!);
 }
 
-/** An entry with its own copy of the data. */
-function copyOf(e: Entry): Entry {
-  return { index: e.index, term: e.term, kind: e.kind, data: e.data.slice() };
+/**
+ * Copies of `entries[from..to)` whose data share one new buffer: one
+ * allocation per batch, since a typed array per entry costs far more than
+ * the bytes it holds.
+ */
+function copied(entries: readonly Entry[], from: number, to: number): Entry[] {
+  let total = 0;
+  for (let i = from; i < to; i++) total += entries[i]!.data.length;
+  const buffer = new Uint8Array(total);
+  const out: Entry[] = new Array(to - from);
+  let at = 0;
+  for (let i = from; i < to; i++) {
+    const e = entries[i]!;
+    buffer.set(e.data, at);
+    out[i - from] = {
+      index: e.index,
+      term: e.term,
+      kind: e.kind,
+      data: buffer.subarray(at, at + e.data.length),
+    };
+    at += e.data.length;
+  }
+  return out;
 }
 
 /** A snapshot that owns its data and membership. */
