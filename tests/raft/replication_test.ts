@@ -419,7 +419,8 @@ Deno.test("a heartbeat that commits past a follower's log is refused as a messag
   );
   assertEquals(e.code, "INVALID_MESSAGE");
   // Nothing changed: not the commit, not even the term.
-  assertEquals([follower.status().commit, follower.status().term, follower.status().leader], [0, 1, 0]);
+  const { commit, term, leader } = follower.status();
+  assertEquals({ commit, term, leader }, { commit: 0, term: 1, leader: 0 });
 });
 
 Deno.test("an append whose entries do not follow its previous index is refused before anything changes", () => {
