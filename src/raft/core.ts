@@ -871,16 +871,11 @@ export class RaftCore {
   #stepCandidate(msg: CoreMessage): void {
     switch (msg.kind) {
       case RaftMessageKind.AppendEntriesRequest:
-        this.#becomeFollower(msg.term, msg.from);
-        this.#onAppend(msg);
-        return;
       case RaftMessageKind.Heartbeat:
-        this.#becomeFollower(msg.term, msg.from);
-        this.#onHeartbeat(msg);
-        return;
       case SNAPSHOT_MESSAGE:
+        // Someone won this term: follow it.
         this.#becomeFollower(msg.term, msg.from);
-        this.#onSnapshot(msg);
+        this.#stepFollower(msg);
         return;
       case RaftMessageKind.VoteResponse:
         if (this.#role === Role.Candidate) this.#onVoteResponse(msg);
@@ -904,19 +899,14 @@ export class RaftCore {
   #stepFollower(msg: CoreMessage): void {
     switch (msg.kind) {
       case RaftMessageKind.AppendEntriesRequest:
-        this.#electionElapsed = 0;
-        this.#leader = msg.from;
-        this.#onAppend(msg);
-        return;
       case RaftMessageKind.Heartbeat:
-        this.#electionElapsed = 0;
-        this.#leader = msg.from;
-        this.#onHeartbeat(msg);
-        return;
       case SNAPSHOT_MESSAGE:
+        // The leader is alive: no election for another timeout.
         this.#electionElapsed = 0;
         this.#leader = msg.from;
-        this.#onSnapshot(msg);
+        if (msg.kind === RaftMessageKind.AppendEntriesRequest) this.#onAppend(msg);
+        else if (msg.kind === RaftMessageKind.Heartbeat) this.#onHeartbeat(msg);
+        else this.#onSnapshot(msg);
         return;
       case RaftMessageKind.TimeoutNow:
         // A transfer skips PreVote: the leader asked, no partition to guard against.
