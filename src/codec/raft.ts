@@ -167,7 +167,11 @@ export interface AppendEntriesRequest extends Envelope<K["AppendEntriesRequest"]
 /** Answer to AppendEntries, with a hint for fast backtracking (Raft §5.3, last paragraph). */
 export interface AppendEntriesResponse extends Envelope<K["AppendEntriesResponse"]> {
   readonly success: boolean;
-  /** On success: the follower's last index now matching the leader. */
+  /**
+   * On success: the follower's last index now matching the leader (the last
+   * index the request covered). On rejection: the rejected request's
+   * `prevLogIndex`, so the leader can ignore a stale rejection.
+   */
   readonly matchIndex: number;
   /** On rejection: the index the leader should retry from (first index of `hintTerm`, or log end). */
   readonly hintIndex: number;

@@ -107,24 +107,15 @@ const MAX_PENDING_READS = 1_000_000;
  * @throws {RaftConfigError} naming the first field that is wrong.
  */
 export function resolveRaftConfig(config: RaftConfig): ResolvedRaftConfig {
-  const d = RAFT_CONFIG_DEFAULTS;
   const id = integer("id", config.id, 1, Number.MAX_SAFE_INTEGER);
   const random = config.random;
   if (typeof random !== "object" || random === null || typeof random.nextInt !== "function") {
     throw new RaftConfigError("random", random, "expected a RandomSource with nextInt(bound)");
   }
-  const electionTicks = integer(
-    "electionTicks",
-    config.electionTicks ?? d.electionTicks,
-    2,
-    MAX_TICKS,
-  );
-  const heartbeatTicks = integer(
-    "heartbeatTicks",
-    config.heartbeatTicks ?? d.heartbeatTicks,
-    1,
-    MAX_TICKS,
-  );
+  const setting = (field: IntegerField, min: number, max: number) =>
+    integer(field, config[field] ?? RAFT_CONFIG_DEFAULTS[field], min, max);
+  const electionTicks = setting("electionTicks", 2, MAX_TICKS);
+  const heartbeatTicks = setting("heartbeatTicks", 1, MAX_TICKS);
   if (heartbeatTicks >= electionTicks) {
     throw new RaftConfigError(
       "heartbeatTicks",
@@ -132,50 +123,27 @@ export function resolveRaftConfig(config: RaftConfig): ResolvedRaftConfig {
       `expected fewer than electionTicks (${electionTicks}), or followers time out between heartbeats`,
     );
   }
-  const applied = config.applied === undefined
-    ? undefined
-    : integer("applied", config.applied, 0, Number.MAX_SAFE_INTEGER);
   return {
     id,
     random,
     electionTicks,
     heartbeatTicks,
-    maxSizePerMsgBytes: integer(
-      "maxSizePerMsgBytes",
-      config.maxSizePerMsgBytes ?? d.maxSizePerMsgBytes,
-      1,
-      MAX_BYTES,
-    ),
-    maxInflightMsgs: integer(
-      "maxInflightMsgs",
-      config.maxInflightMsgs ?? d.maxInflightMsgs,
-      1,
-      MAX_INFLIGHT,
-    ),
-    maxUncommittedBytes: integer(
-      "maxUncommittedBytes",
-      config.maxUncommittedBytes ?? d.maxUncommittedBytes,
-      1,
-      MAX_BYTES,
-    ),
-    maxEntryBytes: integer("maxEntryBytes", config.maxEntryBytes ?? d.maxEntryBytes, 1, MAX_BYTES),
-    maxCommittedBytesPerReady: integer(
-      "maxCommittedBytesPerReady",
-      config.maxCommittedBytesPerReady ?? d.maxCommittedBytesPerReady,
-      1,
-      MAX_BYTES,
-    ),
-    maxPendingReads: integer(
-      "maxPendingReads",
-      config.maxPendingReads ?? d.maxPendingReads,
-      1,
-      MAX_PENDING_READS,
-    ),
-    checkQuorum: boolean("checkQuorum", config.checkQuorum ?? d.checkQuorum),
-    preVote: boolean("preVote", config.preVote ?? d.preVote),
-    applied,
+    maxSizePerMsgBytes: setting("maxSizePerMsgBytes", 1, MAX_BYTES),
+    maxInflightMsgs: setting("maxInflightMsgs", 1, MAX_INFLIGHT),
+    maxUncommittedBytes: setting("maxUncommittedBytes", 1, MAX_BYTES),
+    maxEntryBytes: setting("maxEntryBytes", 1, MAX_BYTES),
+    maxCommittedBytesPerReady: setting("maxCommittedBytesPerReady", 1, MAX_BYTES),
+    maxPendingReads: setting("maxPendingReads", 1, MAX_PENDING_READS),
+    checkQuorum: boolean("checkQuorum", config.checkQuorum ?? RAFT_CONFIG_DEFAULTS.checkQuorum),
+    preVote: boolean("preVote", config.preVote ?? RAFT_CONFIG_DEFAULTS.preVote),
+    applied: config.applied === undefined
+      ? undefined
+      : integer("applied", config.applied, 0, Number.MAX_SAFE_INTEGER),
   };
 }
+
+/** The integer fields that have a default. */
+type IntegerField = Exclude<keyof typeof RAFT_CONFIG_DEFAULTS, "checkQuorum" | "preVote">;
 
 function integer(field: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {

@@ -63,7 +63,9 @@ import type { ConfState, LogReader, Snapshot } from "./storage.ts";
 
 /** Where a proposal was appended; it is committed once the commit index reaches `index` in `term`. */
 export interface Proposed {
+  /** The entry's log index. */
   readonly index: number;
+  /** The leader's term it was appended in; a different entry at `index` means it was lost. */
   readonly term: number;
 }
 
@@ -869,16 +871,11 @@ export class RaftCore {
   #stepCandidate(msg: CoreMessage): void {
     switch (msg.kind) {
       case RaftMessageKind.AppendEntriesRequest:
-        this.#becomeFollower(msg.term, msg.from);
-        this.#onAppend(msg);
-        return;
       case RaftMessageKind.Heartbeat:
-        this.#becomeFollower(msg.term, msg.from);
-        this.#onHeartbeat(msg);
-        return;
       case SNAPSHOT_MESSAGE:
+        // Someone won this term: follow it.
         this.#becomeFollower(msg.term, msg.from);
-        this.#onSnapshot(msg);
+        this.#stepFollower(msg);
         return;
       case RaftMessageKind.VoteResponse:
         if (this.#role === Role.Candidate) this.#onVoteResponse(msg);
@@ -902,19 +899,14 @@ export class RaftCore {
   #stepFollower(msg: CoreMessage): void {
     switch (msg.kind) {
       case RaftMessageKind.AppendEntriesRequest:
-        this.#electionElapsed = 0;
-        this.#leader = msg.from;
-        this.#onAppend(msg);
-        return;
       case RaftMessageKind.Heartbeat:
-        this.#electionElapsed = 0;
-        this.#leader = msg.from;
-        this.#onHeartbeat(msg);
-        return;
       case SNAPSHOT_MESSAGE:
+        // The leader is alive: no election for another timeout.
         this.#electionElapsed = 0;
         this.#leader = msg.from;
-        this.#onSnapshot(msg);
+        if (msg.kind === RaftMessageKind.AppendEntriesRequest) this.#onAppend(msg);
+        else if (msg.kind === RaftMessageKind.Heartbeat) this.#onHeartbeat(msg);
+        else this.#onSnapshot(msg);
         return;
       case RaftMessageKind.TimeoutNow:
         // A transfer skips PreVote: the leader asked, no partition to guard against.
@@ -960,13 +952,6 @@ export class RaftCore {
 
   #onHeartbeat(m: Heartbeat): void {
     const log = this.#log;
-    if (m.commit > log.lastIndex()) {
-      throw new RaftMessageError(
-        `raft: heartbeat from leader ${m.from} (term ${m.term}) commits index ${m.commit}, past ` +
-          `node ${this.id}'s last index ${log.lastIndex()}: the leader believes this node holds ` +
-          `entries it does not (lost from storage?)`,
-      );
-    }
     log.commitTo(m.commit);
     const response: HeartbeatResponse = {
       kind: RaftMessageKind.HeartbeatResponse,
@@ -1369,6 +1354,16 @@ export class RaftCore {
     }
     if (msg.kind === RaftMessageKind.AppendEntriesRequest) {
       checkAppend(msg);
+    } else if (msg.kind === RaftMessageKind.Heartbeat) {
+      // A leader sends min(our match, its commit): we acknowledged that much,
+      // and acknowledged entries up to a commit index are never truncated.
+      if (msg.commit > this.#log.lastIndex()) {
+        throw new RaftMessageError(
+          `raft: heartbeat from node ${msg.from} (term ${msg.term}) commits index ${msg.commit}, past ` +
+            `node ${this.id}'s last index ${this.#log.lastIndex()}: the leader believes this node holds ` +
+            `entries it does not (lost from storage?)`,
+        );
+      }
     } else if (msg.kind === SNAPSHOT_MESSAGE) {
       checkSnapshot(msg);
     } else if (!(msg.kind >= 1 && msg.kind <= 13)) {

@@ -49,6 +49,7 @@ export type ConfChangeType = typeof ConfChangeType[keyof typeof ConfChangeType];
 
 /** One membership change, as proposed and as applied. */
 export interface ConfChange {
+  /** Add a voter (or promote a learner), add a learner, or remove a node. */
   readonly type: ConfChangeType;
   /** The node added, promoted or removed. */
   readonly nodeId: number;
@@ -122,7 +123,9 @@ function checkType(type: number): void {
 
 /** The voters and learners of a cluster, and the rules for changing them. */
 export class Membership {
+  /** Nodes that vote and count for commit. */
   readonly voters = new Set<number>();
+  /** Nodes that receive the log only; never also voters. */
   readonly learners = new Set<number>();
 
   /** The membership a {@link ConfState} describes. */
@@ -205,6 +208,7 @@ function ascending(a: number, b: number): number {
 
 /** One initial member of a new cluster. */
 export interface InitialMember {
+  /** The member's node id, 1..2^53-1. */
   readonly id: number;
   /** The member's data for the state machine (its addresses); empty by default. */
   readonly context?: Uint8Array;

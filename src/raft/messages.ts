@@ -25,6 +25,7 @@ export const SNAPSHOT_MESSAGE = "snapshot";
 
 /** A leader sends a follower its whole snapshot (Raft §7); the driver chunks it. */
 export interface SnapshotMessage {
+  /** Always {@link SNAPSHOT_MESSAGE}. */
   readonly kind: typeof SNAPSHOT_MESSAGE;
   /** The leader. */
   readonly from: number;

@@ -26,6 +26,8 @@ export interface CheckedNode {
   readonly storage: MemoryStorage;
   readonly core: RaftCore;
   readonly applied: readonly { readonly index: number; readonly command: string }[];
+  /** Changes whenever the storage is written; the log is reread only then. */
+  readonly storageVersion: number;
 }
 
 interface Recorded {
@@ -44,26 +46,31 @@ export class SafetyChecker {
   readonly #durableCommit = new Map<number, number>();
   readonly #liveCommit = new Map<RaftCore, number>();
   readonly #appliedSeen = new Map<number, number>();
+  readonly #logs = new Map<number, { version: number; log: DurableLog }>();
 
   /** Checks every property over `nodes`. */
   check(nodes: Iterable<CheckedNode>): void {
     const list = [...nodes];
-    const logs = new Map<number, { first: number; entries: readonly Entry[] }>();
+    let changed = false;
     for (const node of list) {
       this.#checkLeader(node);
       this.#checkCommitMonotonic(node);
-      const first = node.storage.firstIndex();
-      const last = node.storage.lastIndex();
-      logs.set(node.id, {
-        first,
-        entries: last >= first ? node.storage.entries(first, last + 1, Infinity) : [],
-      });
-      this.#checkCommitted(node, first, logs.get(node.id)!.entries);
+      const cached = this.#logs.get(node.id);
+      if (cached === undefined || cached.version !== node.storageVersion) {
+        const first = node.storage.firstIndex();
+        const last = node.storage.lastIndex();
+        const entries = last >= first ? node.storage.entries(first, last + 1, Infinity) : [];
+        this.#logs.set(node.id, { version: node.storageVersion, log: { first, entries } });
+        this.#checkCommitted(node, entries);
+        changed = true;
+      }
       this.#checkApplied(node);
     }
+    if (!changed) return;
     for (let i = 0; i < list.length; i++) {
       for (let j = i + 1; j < list.length; j++) {
-        checkLogMatching(list[i]!.id, logs.get(list[i]!.id)!, list[j]!.id, logs.get(list[j]!.id)!);
+        const a = list[i]!, b = list[j]!;
+        checkLogMatching(a.id, this.#logs.get(a.id)!.log, b.id, this.#logs.get(b.id)!.log);
       }
     }
   }
@@ -117,7 +124,7 @@ export class SafetyChecker {
     this.#liveCommit.set(node.core, live);
   }
 
-  #checkCommitted(node: CheckedNode, first: number, entries: readonly Entry[]): void {
+  #checkCommitted(node: CheckedNode, entries: readonly Entry[]): void {
     const commit = node.storage.initialState().hardState.commit;
     for (const e of entries) {
       if (e.index > commit) break;
@@ -133,7 +140,6 @@ export class SafetyChecker {
         );
       }
     }
-    void first;
   }
 
   #checkApplied(node: CheckedNode): void {
@@ -165,12 +171,13 @@ export class SafetyChecker {
   }
 }
 
-function checkLogMatching(
-  a: number,
-  la: { first: number; entries: readonly Entry[] },
-  b: number,
-  lb: { first: number; entries: readonly Entry[] },
-): void {
+/** A node's durable log: its entries from `first` on. */
+interface DurableLog {
+  readonly first: number;
+  readonly entries: readonly Entry[];
+}
+
+function checkLogMatching(a: number, la: DurableLog, b: number, lb: DurableLog): void {
   const lo = Math.max(la.first, lb.first);
   const hi = Math.min(la.first + la.entries.length, lb.first + lb.entries.length) - 1;
   // Find the highest shared index with equal terms; everything below must be equal.

@@ -57,6 +57,8 @@ export class SimNode {
   readStates: ReadState[] = [];
   /** Every Ready this life of the node produced (for tests that inspect them). */
   readies: Ready[] = [];
+  /** Counts writes to the storage, so a checker can skip rereading an unchanged log. */
+  storageVersion = 0;
   readonly options: CoreOptions;
   readonly #seed: number;
   #lives = 0;
@@ -108,14 +110,20 @@ export class SimNode {
     if (!core.hasReady()) return [];
     const rd = core.ready();
     this.readies.push(rd);
-    if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
-      this.storage.save(rd);
-    }
+    this.save(rd);
     if (rd.snapshot !== undefined) this.#restore(rd.snapshot);
     this.apply(rd.committedEntries);
     this.readStates.push(...rd.readStates);
     core.advance();
     return rd.messages;
+  }
+
+  /** Persists what `rd` asks to persist, if anything. */
+  save(rd: Ready): void {
+    if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
+      this.storage.save(rd);
+      this.storageVersion++;
+    }
   }
 
   /** Applies committed entries to the state machine, configuration changes to the core. */
@@ -136,6 +144,7 @@ export class SimNode {
   /** Compacts the log at the applied index, keeping `keepEntries` before it. */
   compact(keepEntries = 0): Snapshot {
     const data = encoder.encode(JSON.stringify(this.applied));
+    this.storageVersion++;
     return this.storage.createSnapshot(this.appliedIndex, this.confState, data, keepEntries);
   }
 

@@ -181,12 +181,7 @@ export function runSeed(seed: number, steps: number): { commands: number; leader
     if (node.core.hasReady() && rng.nextInt(2) === 0) {
       const rd = node.core.ready();
       const stage = rng.nextInt(3);
-      if (
-        stage >= 1 &&
-        (rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined)
-      ) {
-        node.storage.save(rd);
-      }
+      if (stage >= 1) node.save(rd);
       if (stage === 2) {
         for (const msg of rd.messages) if (rng.nextInt(2) === 0) net.queue.push(msg);
       }
@@ -264,7 +259,7 @@ export function runSeed(seed: number, steps: number): { commands: number; leader
 }
 
 const fixedSeed = Deno.env.get("RAFT_SEED");
-const seedCount = Number(Deno.env.get("RAFT_SEEDS") ?? 40);
+const seedCount = Number(Deno.env.get("RAFT_SEEDS") ?? 100);
 const stepCount = Number(Deno.env.get("RAFT_STEPS") ?? 2500);
 
 Deno.test("under random loss, duplication, reordering, partitions, crashes and membership changes, every safety property holds after every step and the cluster recovers", () => {

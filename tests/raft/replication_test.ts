@@ -412,13 +412,15 @@ Deno.test("a heartbeat that commits past a follower's log is refused as a messag
         kind: RaftMessageKind.Heartbeat,
         from: 1,
         to: 2,
-        term: 1,
+        term: 3,
         commit: 5,
         readContext: 0,
       }),
   );
   assertEquals(e.code, "INVALID_MESSAGE");
-  assertEquals(follower.status().commit, 0);
+  // Nothing changed: not the commit, not even the term.
+  const { commit, term, leader } = follower.status();
+  assertEquals({ commit, term, leader }, { commit: 0, term: 1, leader: 0 });
 });
 
 Deno.test("an append whose entries do not follow its previous index is refused before anything changes", () => {
