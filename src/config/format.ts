@@ -22,6 +22,7 @@ const UNITS: Readonly<Record<string, "bytes" | "ms">> = {
   request_deadline_ms: "ms",
   max_request_deadline_ms: "ms",
   shutdown_timeout_ms: "ms",
+  tick_ms: "ms",
 };
 
 /**

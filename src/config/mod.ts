@@ -59,6 +59,7 @@ export type {
   NodeConfig,
   PeerConfig,
   PreferIroh,
+  RaftConfig,
   RaftTransport,
   RelayConfig,
   ServiceName,

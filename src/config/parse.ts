@@ -235,7 +235,7 @@ const UNSUPPORTED: readonly { keys: [string, string]; what: string; until: strin
 });
 
 function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
-  const { node, grpc, iroh, cluster, limits } = file;
+  const { node, grpc, iroh, cluster, raft, limits } = file;
   const transport = {
     ...file.transport,
     mode: impliedDual ? "dual" as const : file.transport.mode,
@@ -277,6 +277,14 @@ function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
         ...defined({ ticket: p.ticket, grpcAddress: p.grpc_address }),
       })),
       operatorKeys: [...cluster.operator_keys],
+      bootstrap: cluster.bootstrap,
+    },
+    raft: {
+      tickMs: raft.tick_ms,
+      electionTicks: raft.election_ticks,
+      heartbeatTicks: raft.heartbeat_ticks,
+      snapshotEveryEntries: raft.snapshot_every_entries,
+      keepEntries: raft.keep_entries,
     },
     limits: {
       maxFrameBytes: limits.max_frame_bytes,

@@ -46,6 +46,11 @@ export const DEFAULTS = {
   maxFrameBytes: 16 * 1024 * 1024,
   maxInflightRequests: 1024,
   maxConnectionBufferBytes: 32 * 1024 * 1024,
+  raftTickMs: 100,
+  raftElectionTicks: 10,
+  raftHeartbeatTicks: 1,
+  raftSnapshotEveryEntries: 10_000,
+  raftKeepEntries: 1_000,
   maxConcurrentStreams: 16,
   requestDeadlineMs: 30_000,
   maxRequestDeadlineMs: 300_000,
@@ -482,11 +487,53 @@ const cluster = documented(
       ).default([]),
       {
         description:
-          "Endpoint ids, besides cluster members, allowed to call the client services (health, status, vm, monitoring, cluster) over Iroh. Everyone else is refused.",
+          "Endpoint ids, besides cluster members, allowed to call the client services (health, status, vm, monitoring, cluster, metadata) over Iroh. Operators may not send Raft messages. Everyone else is refused.",
       },
     ),
+    bootstrap: documented(boolean().default(true), {
+      description:
+        "On its first start (no Raft log in `data_dir` yet), `true` forms a new cluster of this node and its `[[cluster.peers]]`: every initial member must list the same members. `false` starts empty and waits to be added to an existing cluster (`blixard cluster join`); its `[[cluster.peers]]` then name members it accepts Raft messages from until it learns the membership. Ignored once the node has a log.",
+    }),
   }).prefault({}),
   { description: "Who is in the cluster and who may talk to it." },
+);
+
+const raft = documented(
+  z.strictObject({
+    tick_ms: documented(integer(1, 10_000, "ms").default(DEFAULTS.raftTickMs), {
+      description:
+        "One tick of the consensus clock. Elections happen after `election_ticks` to twice that of silence from a leader; a leader sends heartbeats every `heartbeat_ticks`.",
+    }),
+    election_ticks: documented(integer(2, 1000).default(DEFAULTS.raftElectionTicks), {
+      description:
+        "Ticks without a leader before a follower campaigns (randomized up to twice this). Greater than `heartbeat_ticks`; every node of a cluster should use the same.",
+    }),
+    heartbeat_ticks: documented(integer(1, 100).default(DEFAULTS.raftHeartbeatTicks), {
+      description: "Ticks between a leader's heartbeats.",
+    }),
+    snapshot_every_entries: documented(
+      integer(16, 100_000_000).default(DEFAULTS.raftSnapshotEveryEntries),
+      {
+        description:
+          "A snapshot of the cluster state is taken, and the log compacted behind it, after this many applied entries.",
+      },
+    ),
+    keep_entries: documented(integer(0, 100_000_000).default(DEFAULTS.raftKeepEntries), {
+      description:
+        "Entries kept behind a snapshot, so followers that lag a little catch up from the log instead of a snapshot.",
+    }),
+  }).superRefine((r, ctx) => {
+    if (r.election_ticks <= r.heartbeat_ticks) {
+      report(
+        ctx,
+        "conflict",
+        ["election_ticks"],
+        r.election_ticks,
+        `must be greater than raft.heartbeat_ticks = ${r.heartbeat_ticks}`,
+      );
+    }
+  }, when(["election_ticks"], ["heartbeat_ticks"])).prefault({}),
+  { description: "Consensus timing and log compaction." },
 );
 
 const METRICS_NOT_BUILT = "the metrics endpoint is not built yet";
@@ -621,6 +668,7 @@ export const configSchema = z.strictObject({
   grpc,
   iroh,
   cluster,
+  raft,
   metrics,
   vm,
   limits,

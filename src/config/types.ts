@@ -23,6 +23,7 @@ export interface AgentConfig {
   readonly grpc: GrpcConfig;
   readonly iroh: IrohConfig;
   readonly cluster: ClusterConfig;
+  readonly raft: RaftConfig;
   readonly limits: LimitsConfig;
 }
 
@@ -94,6 +95,8 @@ export interface ClusterConfig {
   readonly peers: readonly PeerConfig[];
   /** Lowercase hex endpoint ids. */
   readonly operatorKeys: readonly string[];
+  /** Form a new cluster on the first start (true), or wait to be joined (false). */
+  readonly bootstrap: boolean;
 }
 
 /** One `[[cluster.peers]]`: has `endpointId` or `ticket` (or both). */
@@ -106,6 +109,15 @@ export interface PeerConfig {
   readonly ticket?: string;
   /** `host:port` of the peer's gRPC listener. */
   readonly grpcAddress?: string;
+}
+
+/** `[raft]`: consensus timing and compaction. */
+export interface RaftConfig {
+  readonly tickMs: number;
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  readonly snapshotEveryEntries: number;
+  readonly keepEntries: number;
 }
 
 /** `[limits]`: bounds on what a peer controls. */

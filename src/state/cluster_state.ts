@@ -19,6 +19,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { MetadataEntry } from "../rpc/gen/blixard/v1/metadata_pb.ts";
 import {
+  type AppliedWrite,
+  AppliedWriteSchema,
   type MemberRecord,
   MemberRecordSchema,
   StateCommandSchema,
@@ -36,20 +38,30 @@ export const METADATA_LIMITS = Object.freeze({
   maxTotalBytes: 64 * 1024 * 1024,
   /** Most entries one List answers. */
   maxListEntries: 1000,
+  /** Writes whose results are kept by request id, to answer retries. */
+  maxRecentWrites: 10_000,
+  /** Longest request id, ASCII characters. */
+  maxRequestIdBytes: 64,
 });
 
 /** The snapshot format this code writes and reads. */
 export const SNAPSHOT_FORMAT_VERSION = 1;
 
-/** A command of the Raft log. */
+/** A command of the Raft log. Metadata writes may carry an idempotency key. */
 export type Command =
-  | { readonly kind: "metadata_put"; readonly key: string; readonly value: string }
-  | { readonly kind: "metadata_delete"; readonly key: string }
+  | {
+    readonly kind: "metadata_put";
+    readonly key: string;
+    readonly value: string;
+    readonly requestId?: string;
+  }
+  | { readonly kind: "metadata_delete"; readonly key: string; readonly requestId?: string }
   | {
     readonly kind: "metadata_cas";
     readonly key: string;
     readonly expectedRevision: number;
     readonly value: string;
+    readonly requestId?: string;
   }
   | { readonly kind: "member_update"; readonly member: MemberRecord };
 
@@ -82,11 +94,13 @@ export class StateError extends Error {
 
 /** Encodes a command as an entry's data. */
 export function encodeCommand(command: Command): Uint8Array {
+  const requestId = "requestId" in command ? command.requestId ?? "" : "";
   switch (command.kind) {
     case "metadata_put":
       return toBinary(
         StateCommandSchema,
         create(StateCommandSchema, {
+          requestId,
           command: { case: "metadataPut", value: { key: command.key, value: command.value } },
         }),
       );
@@ -94,6 +108,7 @@ export function encodeCommand(command: Command): Uint8Array {
       return toBinary(
         StateCommandSchema,
         create(StateCommandSchema, {
+          requestId,
           command: { case: "metadataDelete", value: { key: command.key } },
         }),
       );
@@ -101,6 +116,7 @@ export function encodeCommand(command: Command): Uint8Array {
       return toBinary(
         StateCommandSchema,
         create(StateCommandSchema, {
+          requestId,
           command: {
             case: "metadataCompareAndSet",
             value: {
@@ -132,17 +148,19 @@ export function decodeCommand(data: Uint8Array): Command | null {
     );
   }
   const c = message.command;
+  const id = message.requestId ? { requestId: message.requestId } : {};
   switch (c.case) {
     case "metadataPut":
-      return { kind: "metadata_put", key: c.value.key, value: c.value.value };
+      return { kind: "metadata_put", key: c.value.key, value: c.value.value, ...id };
     case "metadataDelete":
-      return { kind: "metadata_delete", key: c.value.key };
+      return { kind: "metadata_delete", key: c.value.key, ...id };
     case "metadataCompareAndSet":
       return {
         kind: "metadata_cas",
         key: c.value.key,
         expectedRevision: Number(c.value.expectedRevision),
         value: c.value.value,
+        ...id,
       };
     case "memberUpdate":
       return { kind: "member_update", member: c.value };
@@ -186,6 +204,15 @@ export function metadataKeyProblem(key: string): string | null {
   return null;
 }
 
+/** Whether `id` is a valid request id: 1 to 64 printable ASCII characters. Returns the problem, or null. */
+export function requestIdProblem(id: string): string | null {
+  return /^[\x21-\x7e]{1,64}$/.test(id)
+    ? null
+    : `request id ${
+      JSON.stringify(id.slice(0, 80))
+    }: expected 1 to ${METADATA_LIMITS.maxRequestIdBytes} printable ASCII characters`;
+}
+
 /** Whether `value` fits: at most 64 KiB of UTF-8. Returns the problem, or null. */
 export function metadataValueProblem(value: string): string | null {
   const bytes = utf8Bytes(value);
@@ -206,6 +233,8 @@ export class ClusterState {
   readonly #metadata = new Map<string, Stored>();
   #metadataBytes = 0;
   readonly #members = new Map<number, MemberRecord>();
+  /** Results of the most recent writes with a request id, oldest first (insertion order). */
+  readonly #recent = new Map<string, ApplyResult>();
 
   /** The last log index applied. */
   get appliedIndex(): number {
@@ -220,7 +249,29 @@ export class ClusterState {
   apply(index: number, data: Uint8Array): ApplyResult {
     this.#advance(index);
     const command = decodeCommand(data);
-    return command === null ? { ok: true, kind: "noop" } : this.#run(index, command);
+    if (command === null) return { ok: true, kind: "noop" };
+    const requestId = "requestId" in command ? command.requestId : undefined;
+    if (requestId === undefined) return this.#run(index, command);
+    const bad = requestIdProblem(requestId);
+    if (bad) return refused("INVALID_ARGUMENT", bad);
+    // A retry of a write already applied: the first result, and no change.
+    const seen = this.#recent.get(requestId);
+    if (seen) return seen;
+    const result = this.#run(index, command);
+    this.#remember(requestId, result);
+    return result;
+  }
+
+  /** The result of the write with `requestId`, if it is among the most recent ones. */
+  recentWrite(requestId: string): ApplyResult | undefined {
+    return this.#recent.get(requestId);
+  }
+
+  #remember(requestId: string, result: ApplyResult): void {
+    this.#recent.set(requestId, result);
+    if (this.#recent.size > METADATA_LIMITS.maxRecentWrites) {
+      this.#recent.delete(this.#recent.keys().next().value!);
+    }
   }
 
   /**
@@ -285,6 +336,7 @@ export class ClusterState {
         appliedIndex: BigInt(this.#applied),
         members: this.members(),
         metadata: keys.map((k) => metadataEntry(k, this.#metadata.get(k)!)),
+        recentWrites: [...this.#recent].map(([requestId, r]) => appliedWrite(requestId, r)),
       }),
     );
   }
@@ -317,6 +369,7 @@ export class ClusterState {
       state.#metadata.set(e.key, { value: e.value, revision: Number(e.revision), bytes });
       state.#metadataBytes += bytes;
     }
+    for (const w of snap.recentWrites) state.#recent.set(w.requestId, applyResultOf(w));
     return state;
   }
 
@@ -399,6 +452,45 @@ export class ClusterState {
     this.#metadata.set(key, { value, revision: index, bytes });
     this.#metadataBytes = total;
     return ok(index);
+  }
+}
+
+/** A write's result as the snapshot keeps it. */
+function appliedWrite(requestId: string, r: ApplyResult): AppliedWrite {
+  const result: AppliedWrite["result"] = !r.ok
+    ? { case: "refusedCode", value: r.code }
+    : r.kind === "metadata_put"
+    ? { case: "revision", value: BigInt(r.revision) }
+    : r.kind === "metadata_cas"
+    ? r.succeeded
+      ? { case: "revision", value: BigInt(r.revision) }
+      : { case: "failedCasRevision", value: BigInt(r.revision) }
+    : r.kind === "metadata_delete"
+    ? { case: "existed", value: r.existed }
+    : { case: undefined };
+  return create(AppliedWriteSchema, {
+    requestId,
+    result,
+    refusedMessage: r.ok ? "" : r.message,
+    cas: r.ok && r.kind === "metadata_cas",
+  });
+}
+
+/** The result a snapshot kept, as applying gave it. */
+function applyResultOf(w: AppliedWrite): ApplyResult {
+  switch (w.result.case) {
+    case "refusedCode":
+      return { ok: false, code: w.result.value as StateErrorCode, message: w.refusedMessage };
+    case "revision":
+      return w.cas
+        ? { ok: true, kind: "metadata_cas", succeeded: true, revision: Number(w.result.value) }
+        : { ok: true, kind: "metadata_put", revision: Number(w.result.value) };
+    case "failedCasRevision":
+      return { ok: true, kind: "metadata_cas", succeeded: false, revision: Number(w.result.value) };
+    case "existed":
+      return { ok: true, kind: "metadata_delete", existed: w.result.value };
+    default:
+      return { ok: true, kind: "noop" };
   }
 }
 

@@ -22,7 +22,14 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       secretKeyFile: "/var/lib/blixard/iroh_secret_key",
       alpn: "blixard/1",
     },
-    cluster: { peers: [], operatorKeys: [] },
+    cluster: { peers: [], operatorKeys: [], bootstrap: true },
+    raft: {
+      tickMs: 100,
+      electionTicks: 10,
+      heartbeatTicks: 1,
+      snapshotEveryEntries: 10_000,
+      keepEntries: 1_000,
+    },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,
       maxConnectionBufferBytes: 32 * 1024 * 1024,

@@ -125,19 +125,53 @@ Deno.test("members are recorded and forgotten by membership entries, and updated
   assertEquals(s.members(), []);
 });
 
+Deno.test("a retried write with the same request id is answered with the first result and applied once", () => {
+  const s = new ClusterState();
+  const [first, other, retry, retriedCas] = applyAll(s, [
+    { kind: "metadata_put", key: "k", value: "x", requestId: "req-1" },
+    { kind: "metadata_put", key: "k", value: "y" },
+    { kind: "metadata_put", key: "k", value: "x", requestId: "req-1" },
+    { kind: "metadata_cas", key: "k", expectedRevision: 99, value: "z", requestId: "req-1" },
+  ]);
+  assertEquals(first, { ok: true, kind: "metadata_put", revision: 1 });
+  assertEquals(other, { ok: true, kind: "metadata_put", revision: 2 });
+  assertEquals(retry, first);
+  assertEquals(retriedCas, first, "the id names the first write, whatever the retry says");
+  assertEquals(s.getMetadata("k")?.value, "y");
+  assertEquals(s.getMetadata("k")?.revision, 2n);
+});
+
+Deno.test("the results kept for retries are bounded: the oldest are forgotten first", () => {
+  const s = new ClusterState();
+  const n = METADATA_LIMITS.maxRecentWrites;
+  for (let i = 1; i <= n + 1; i++) {
+    s.apply(
+      i,
+      encodeCommand({ kind: "metadata_put", key: "k", value: `${i}`, requestId: `r${i}` }),
+    );
+  }
+  assertEquals(s.recentWrite("r1"), undefined);
+  assertEquals(s.recentWrite("r2"), { ok: true, kind: "metadata_put", revision: 2 });
+  const r = s.apply(
+    n + 2,
+    encodeCommand({ kind: "metadata_put", key: "k", value: "x", requestId: "bad id" }),
+  );
+  assertEquals(r.ok ? "" : r.code, "INVALID_ARGUMENT");
+});
+
+const keyArb = fc.constantFrom("a", "b", "c");
+const idArb = fc.option(fc.constantFrom("r1", "r2", "r3"), { nil: undefined });
+type MetadataCommand = Exclude<Command, { kind: "member_update" }>;
+const withId = (c: MetadataCommand, id: string | undefined): Command =>
+  id === undefined ? c : { ...c, requestId: id };
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  fc.record({
-    kind: fc.constant("metadata_put" as const),
-    key: fc.constantFrom("a", "b", "c"),
-    value: fc.string({ maxLength: 8 }),
-  }),
-  fc.record({ kind: fc.constant("metadata_delete" as const), key: fc.constantFrom("a", "b", "c") }),
-  fc.record({
-    kind: fc.constant("metadata_cas" as const),
-    key: fc.constantFrom("a", "b", "c"),
-    expectedRevision: fc.nat(12),
-    value: fc.string({ maxLength: 8 }),
-  }),
+  fc.tuple(keyArb, fc.string({ maxLength: 8 }), idArb).map(([key, value, id]) =>
+    withId({ kind: "metadata_put", key, value }, id)
+  ),
+  fc.tuple(keyArb, idArb).map(([key, id]) => withId({ kind: "metadata_delete", key }, id)),
+  fc.tuple(keyArb, fc.nat(12), fc.string({ maxLength: 8 }), idArb).map((
+    [key, expectedRevision, value, id],
+  ) => withId({ kind: "metadata_cas", key, expectedRevision, value }, id)),
 );
 
 Deno.test("a snapshot taken anywhere, restored and fed the rest of the log, ends byte for byte the same", () => {

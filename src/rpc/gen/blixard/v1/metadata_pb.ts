@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/metadata.proto.
  */
 export const file_blixard_v1_metadata: GenFile = /*@__PURE__*/
-  fileDesc("ChlibGl4YXJkL3YxL21ldGFkYXRhLnByb3RvEgpibGl4YXJkLnYxIj0KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIiEKEkdldE1ldGFkYXRhUmVxdWVzdBILCgNrZXkYASABKAkiTgoTR2V0TWV0YWRhdGFSZXNwb25zZRINCgVmb3VuZBgBIAEoCBIoCgVlbnRyeRgCIAEoCzIZLmJsaXhhcmQudjEuTWV0YWRhdGFFbnRyeSIwChJQdXRNZXRhZGF0YVJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJIicKE1B1dE1ldGFkYXRhUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAQiJAoVRGVsZXRlTWV0YWRhdGFSZXF1ZXN0EgsKA2tleRgBIAEoCSIpChZEZWxldGVNZXRhZGF0YVJlc3BvbnNlEg8KB2V4aXN0ZWQYASABKAgiVQocQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVxdWVzdBILCgNrZXkYASABKAkSGQoRZXhwZWN0ZWRfcmV2aXNpb24YAiABKAQSDQoFdmFsdWUYAyABKAkiRAodQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVzcG9uc2USEQoJc3VjY2VlZGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgEIjQKE0xpc3RNZXRhZGF0YVJlcXVlc3QSDgoGcHJlZml4GAEgASgJEg0KBWxpbWl0GAIgASgNIlUKFExpc3RNZXRhZGF0YVJlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5ibGl4YXJkLnYxLk1ldGFkYXRhRW50cnkSEQoJdHJ1bmNhdGVkGAIgASgIMqMDCg9NZXRhZGF0YVNlcnZpY2USRgoDR2V0Eh4uYmxpeGFyZC52MS5HZXRNZXRhZGF0YVJlcXVlc3QaHy5ibGl4YXJkLnYxLkdldE1ldGFkYXRhUmVzcG9uc2USRgoDUHV0Eh4uYmxpeGFyZC52MS5QdXRNZXRhZGF0YVJlcXVlc3QaHy5ibGl4YXJkLnYxLlB1dE1ldGFkYXRhUmVzcG9uc2USTwoGRGVsZXRlEiEuYmxpeGFyZC52MS5EZWxldGVNZXRhZGF0YVJlcXVlc3QaIi5ibGl4YXJkLnYxLkRlbGV0ZU1ldGFkYXRhUmVzcG9uc2USZAoNQ29tcGFyZUFuZFNldBIoLmJsaXhhcmQudjEuQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVxdWVzdBopLmJsaXhhcmQudjEuQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVzcG9uc2USSQoETGlzdBIfLmJsaXhhcmQudjEuTGlzdE1ldGFkYXRhUmVxdWVzdBogLmJsaXhhcmQudjEuTGlzdE1ldGFkYXRhUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChlibGl4YXJkL3YxL21ldGFkYXRhLnByb3RvEgpibGl4YXJkLnYxIj0KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEhAKCHJldmlzaW9uGAMgASgEIiEKEkdldE1ldGFkYXRhUmVxdWVzdBILCgNrZXkYASABKAkiTgoTR2V0TWV0YWRhdGFSZXNwb25zZRINCgVmb3VuZBgBIAEoCBIoCgVlbnRyeRgCIAEoCzIZLmJsaXhhcmQudjEuTWV0YWRhdGFFbnRyeSJEChJQdXRNZXRhZGF0YVJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiJwoTUHV0TWV0YWRhdGFSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoBCI4ChVEZWxldGVNZXRhZGF0YVJlcXVlc3QSCwoDa2V5GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiKQoWRGVsZXRlTWV0YWRhdGFSZXNwb25zZRIPCgdleGlzdGVkGAEgASgIImkKHENvbXBhcmVBbmRTZXRNZXRhZGF0YVJlcXVlc3QSCwoDa2V5GAEgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAIgASgEEg0KBXZhbHVlGAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAkiRAodQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVzcG9uc2USEQoJc3VjY2VlZGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgEIjQKE0xpc3RNZXRhZGF0YVJlcXVlc3QSDgoGcHJlZml4GAEgASgJEg0KBWxpbWl0GAIgASgNIlUKFExpc3RNZXRhZGF0YVJlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5ibGl4YXJkLnYxLk1ldGFkYXRhRW50cnkSEQoJdHJ1bmNhdGVkGAIgASgIMqMDCg9NZXRhZGF0YVNlcnZpY2USRgoDR2V0Eh4uYmxpeGFyZC52MS5HZXRNZXRhZGF0YVJlcXVlc3QaHy5ibGl4YXJkLnYxLkdldE1ldGFkYXRhUmVzcG9uc2USRgoDUHV0Eh4uYmxpeGFyZC52MS5QdXRNZXRhZGF0YVJlcXVlc3QaHy5ibGl4YXJkLnYxLlB1dE1ldGFkYXRhUmVzcG9uc2USTwoGRGVsZXRlEiEuYmxpeGFyZC52MS5EZWxldGVNZXRhZGF0YVJlcXVlc3QaIi5ibGl4YXJkLnYxLkRlbGV0ZU1ldGFkYXRhUmVzcG9uc2USZAoNQ29tcGFyZUFuZFNldBIoLmJsaXhhcmQudjEuQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVxdWVzdBopLmJsaXhhcmQudjEuQ29tcGFyZUFuZFNldE1ldGFkYXRhUmVzcG9uc2USSQoETGlzdBIfLmJsaXhhcmQudjEuTGlzdE1ldGFkYXRhUmVxdWVzdBogLmJsaXhhcmQudjEuTGlzdE1ldGFkYXRhUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * One key, its value and its revision.
@@ -99,6 +99,14 @@ export type PutMetadataRequest = Message<"blixard.v1.PutMetadataRequest"> & {
    * @generated from field: string value = 2;
    */
   value: string;
+
+  /**
+   * Idempotency key, 1 to 64 printable ASCII characters; empty for one the
+   * answering node assigns.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
 };
 
 /**
@@ -135,6 +143,13 @@ export type DeleteMetadataRequest = Message<"blixard.v1.DeleteMetadataRequest"> 
    * @generated from field: string key = 1;
    */
   key: string;
+
+  /**
+   * As in PutMetadataRequest.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
 };
 
 /**
@@ -183,6 +198,13 @@ export type CompareAndSetMetadataRequest = Message<"blixard.v1.CompareAndSetMeta
    * @generated from field: string value = 3;
    */
   value: string;
+
+  /**
+   * As in PutMetadataRequest.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
 };
 
 /**
@@ -282,6 +304,13 @@ export const ListMetadataResponseSchema: GenMessage<ListMetadataResponse> = /*@_
  * value at most 64 KiB; the namespace at most 100,000 keys and 64 MiB. A
  * write past them fails with RESOURCE_EXHAUSTED and changes nothing; a bad
  * key with INVALID_ARGUMENT.
+ *
+ * Retries: every write carries a request id (the client's, or one the first
+ * node assigns). A write whose request id was applied among the cluster's last
+ * 10,000 writes is not applied again: it is answered with the first result.
+ * So a node's own forwarding and transport fallbacks never apply a write twice,
+ * and a client that retries with the same id after an unknown outcome
+ * (DEADLINE_EXCEEDED, UNKNOWN) learns what happened.
  *
  * @generated from service blixard.v1.MetadataService
  */

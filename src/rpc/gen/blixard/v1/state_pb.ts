@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/state.proto.
  */
 export const file_blixard_v1_state: GenFile = /*@__PURE__*/
-  fileDesc("ChZibGl4YXJkL3YxL3N0YXRlLnByb3RvEgpibGl4YXJkLnYxIpACCgxTdGF0ZUNvbW1hbmQSNgoMbWV0YWRhdGFfcHV0GAEgASgLMh4uYmxpeGFyZC52MS5NZXRhZGF0YVB1dENvbW1hbmRIABI8Cg9tZXRhZGF0YV9kZWxldGUYAiABKAsyIS5ibGl4YXJkLnYxLk1ldGFkYXRhRGVsZXRlQ29tbWFuZEgAEkwKGG1ldGFkYXRhX2NvbXBhcmVfYW5kX3NldBgDIAEoCzIoLmJsaXhhcmQudjEuTWV0YWRhdGFDb21wYXJlQW5kU2V0Q29tbWFuZEgAEjEKDW1lbWJlcl91cGRhdGUYBCABKAsyGC5ibGl4YXJkLnYxLk1lbWJlclJlY29yZEgAQgkKB2NvbW1hbmQiMAoSTWV0YWRhdGFQdXRDb21tYW5kEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCSIkChVNZXRhZGF0YURlbGV0ZUNvbW1hbmQSCwoDa2V5GAEgASgJIlUKHE1ldGFkYXRhQ29tcGFyZUFuZFNldENvbW1hbmQSCwoDa2V5GAEgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAIgASgEEg0KBXZhbHVlGAMgASgJIn8KDE1lbWJlclJlY29yZBIPCgdub2RlX2lkGAEgASgEEiUKBGlyb2gYAiABKAsyFy5ibGl4YXJkLnYxLklyb2hBZGRyZXNzEhQKDGdycGNfYWRkcmVzcxgDIAEoCRINCgV2Y3B1cxgEIAEoDRISCgptZW1vcnlfbWliGAUgASgEIpYBCg1TdGF0ZVNuYXBzaG90EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhUKDWFwcGxpZWRfaW5kZXgYAiABKAQSKQoHbWVtYmVycxgDIAMoCzIYLmJsaXhhcmQudjEuTWVtYmVyUmVjb3JkEisKCG1ldGFkYXRhGAQgAygLMhkuYmxpeGFyZC52MS5NZXRhZGF0YUVudHJ5YgZwcm90bzM", [file_blixard_v1_common, file_blixard_v1_metadata]);
+  fileDesc("ChZibGl4YXJkL3YxL3N0YXRlLnByb3RvEgpibGl4YXJkLnYxIqQCCgxTdGF0ZUNvbW1hbmQSEgoKcmVxdWVzdF9pZBgFIAEoCRI2CgxtZXRhZGF0YV9wdXQYASABKAsyHi5ibGl4YXJkLnYxLk1ldGFkYXRhUHV0Q29tbWFuZEgAEjwKD21ldGFkYXRhX2RlbGV0ZRgCIAEoCzIhLmJsaXhhcmQudjEuTWV0YWRhdGFEZWxldGVDb21tYW5kSAASTAoYbWV0YWRhdGFfY29tcGFyZV9hbmRfc2V0GAMgASgLMiguYmxpeGFyZC52MS5NZXRhZGF0YUNvbXBhcmVBbmRTZXRDb21tYW5kSAASMQoNbWVtYmVyX3VwZGF0ZRgEIAEoCzIYLmJsaXhhcmQudjEuTWVtYmVyUmVjb3JkSABCCQoHY29tbWFuZCIwChJNZXRhZGF0YVB1dENvbW1hbmQSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJIiQKFU1ldGFkYXRhRGVsZXRlQ29tbWFuZBILCgNrZXkYASABKAkiVQocTWV0YWRhdGFDb21wYXJlQW5kU2V0Q29tbWFuZBILCgNrZXkYASABKAkSGQoRZXhwZWN0ZWRfcmV2aXNpb24YAiABKAQSDQoFdmFsdWUYAyABKAkifwoMTWVtYmVyUmVjb3JkEg8KB25vZGVfaWQYASABKAQSJQoEaXJvaBgCIAEoCzIXLmJsaXhhcmQudjEuSXJvaEFkZHJlc3MSFAoMZ3JwY19hZGRyZXNzGAMgASgJEg0KBXZjcHVzGAQgASgNEhIKCm1lbW9yeV9taWIYBSABKAQixwEKDVN0YXRlU25hcHNob3QSFgoOZm9ybWF0X3ZlcnNpb24YASABKA0SFQoNYXBwbGllZF9pbmRleBgCIAEoBBIpCgdtZW1iZXJzGAMgAygLMhguYmxpeGFyZC52MS5NZW1iZXJSZWNvcmQSKwoIbWV0YWRhdGEYBCADKAsyGS5ibGl4YXJkLnYxLk1ldGFkYXRhRW50cnkSLwoNcmVjZW50X3dyaXRlcxgFIAMoCzIYLmJsaXhhcmQudjEuQXBwbGllZFdyaXRlIrABCgxBcHBsaWVkV3JpdGUSEgoKcmVxdWVzdF9pZBgBIAEoCRISCghyZXZpc2lvbhgCIAEoBEgAEhEKB2V4aXN0ZWQYAyABKAhIABIdChNmYWlsZWRfY2FzX3JldmlzaW9uGAQgASgESAASFgoMcmVmdXNlZF9jb2RlGAUgASgJSAASFwoPcmVmdXNlZF9tZXNzYWdlGAYgASgJEgsKA2NhcxgHIAEoCEIICgZyZXN1bHRiBnByb3RvMw", [file_blixard_v1_common, file_blixard_v1_metadata]);
 
 /**
  * One command of the Raft log (an entry's data).
@@ -27,6 +27,13 @@ export const file_blixard_v1_state: GenFile = /*@__PURE__*/
  * @generated from message blixard.v1.StateCommand
  */
 export type StateCommand = Message<"blixard.v1.StateCommand"> & {
+  /**
+   * The write's idempotency key (metadata writes); empty for none.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
   /**
    * @generated from oneof blixard.v1.StateCommand.command
    */
@@ -209,6 +216,13 @@ export type StateSnapshot = Message<"blixard.v1.StateSnapshot"> & {
    * @generated from field: repeated blixard.v1.MetadataEntry metadata = 4;
    */
   metadata: MetadataEntry[];
+
+  /**
+   * The most recent writes' results by request id, oldest first.
+   *
+   * @generated from field: repeated blixard.v1.AppliedWrite recent_writes = 5;
+   */
+  recentWrites: AppliedWrite[];
 };
 
 /**
@@ -217,4 +231,74 @@ export type StateSnapshot = Message<"blixard.v1.StateSnapshot"> & {
  */
 export const StateSnapshotSchema: GenMessage<StateSnapshot> = /*@__PURE__*/
   messageDesc(file_blixard_v1_state, 5);
+
+/**
+ * What a write with a request id did, to answer its retries.
+ *
+ * @generated from message blixard.v1.AppliedWrite
+ */
+export type AppliedWrite = Message<"blixard.v1.AppliedWrite"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The result: which of the fields below are set depends on the command.
+   *
+   * @generated from oneof blixard.v1.AppliedWrite.result
+   */
+  result: {
+    /**
+     * A put, or a successful compare-and-set: the new revision.
+     *
+     * @generated from field: uint64 revision = 2;
+     */
+    value: bigint;
+    case: "revision";
+  } | {
+    /**
+     * A delete: whether the key existed.
+     *
+     * @generated from field: bool existed = 3;
+     */
+    value: boolean;
+    case: "existed";
+  } | {
+    /**
+     * A failed compare-and-set: the revision the key had.
+     *
+     * @generated from field: uint64 failed_cas_revision = 4;
+     */
+    value: bigint;
+    case: "failedCasRevision";
+  } | {
+    /**
+     * A refused write: the error's code and message.
+     *
+     * @generated from field: string refused_code = 5;
+     */
+    value: string;
+    case: "refusedCode";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: string refused_message = 6;
+   */
+  refusedMessage: string;
+
+  /**
+   * For a compare-and-set that succeeded, so retries answer "succeeded".
+   *
+   * @generated from field: bool cas = 7;
+   */
+  cas: boolean;
+};
+
+/**
+ * Describes the message blixard.v1.AppliedWrite.
+ * Use `create(AppliedWriteSchema)` to create a new message.
+ */
+export const AppliedWriteSchema: GenMessage<AppliedWrite> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 6);
 
