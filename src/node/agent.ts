@@ -1,30 +1,40 @@
 /**
  * The agent: the composition root that turns one configuration into a
- * running node. It builds the metrics, the principals, the consensus inbox,
- * the services (each handed the read models it answers from), and the dual
- * runner that serves them; a reload goes through here so the principals
- * and the runner switch together.
+ * running node. It builds the metrics, the principals, the consensus inbox
+ * and outbox, consensus itself, the services (each handed the read models
+ * and ports it answers from), and the dual runner that serves them. A reload
+ * goes through here so the principals, the runner and the Raft routes switch
+ * together; a membership change learned through Raft updates the principals
+ * and the routes without a config edit.
  *
  * Owns: {@link Agent}. Imports config, metrics, services, rpc, the runner,
- * and this folder's principals and inbox; the command line drives it.
+ * and this folder's principals, inbox and consensus; the command line
+ * drives it.
  *
  * @module
  */
 
 import type { AgentConfig } from "../config/mod.ts";
 import { AgentMetrics } from "../metrics/registry.ts";
+import { createClient } from "../rpc/client.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
-import { RaftRole } from "../rpc/gen/blixard/v1/status_pb.ts";
+import { JoinRequestSchema } from "../rpc/gen/blixard/v1/cluster_pb.ts";
 import { RpcRouter } from "../rpc/router.ts";
-import { Health, Status } from "../rpc/services.ts";
+import { Cluster, Health, Metadata, Status } from "../rpc/services.ts";
 import type { DualPeer, PeerAddress } from "../runner/dual_client.ts";
 import { RaftOutbox } from "../runner/raft_outbox.ts";
 import { DualRunner, type ReloadResult } from "../runner/runner.ts";
+import { clusterService } from "../services/cluster.ts";
+import type { ConsensusPort, LeaderClients } from "../services/consensus_port.ts";
 import { healthService } from "../services/health.ts";
+import { metadataService } from "../services/metadata.ts";
 import { type KnownPeer, type MembershipView, statusService } from "../services/status.ts";
+import type { MemberRecord } from "../state/cluster_state.ts";
 import { parseTicket, toTicket } from "../transport/iroh/endpoint.ts";
 import type { Logger } from "../util/log.ts";
 import { AGENT_VERSION } from "../version.ts";
+import { create } from "@bufbuild/protobuf";
+import { Consensus } from "./consensus.ts";
 import { namesToResolve, type Principals, principalsOf } from "./principals.ts";
 import { RaftInbox } from "./raft_inbox.ts";
 
@@ -34,78 +44,44 @@ export type { ReloadResult };
 export interface AgentOptions {
   /** A registry of its own by default, so agents in one process do not share counters. */
   readonly metrics?: AgentMetrics;
+  /** Told once if the node must stop (storage failed: fail-stop); the process should exit. */
+  readonly onFatal?: (error: Error) => void;
 }
 
-/**
- * The members this node knows before consensus runs: itself and its
- * configured peers, no leader, term 0. Read per call, so a reload shows at once.
- */
-class ConfiguredMembership implements MembershipView {
-  readonly nodeId: bigint;
-  readonly #config: () => AgentConfig;
-
-  constructor(config: () => AgentConfig) {
-    this.#config = config;
-    this.nodeId = BigInt(config().node.id);
-  }
-
-  peers(): KnownPeer[] {
-    return this.#config().cluster.peers.map((p) => {
-      const fromTicket = p.ticket ? parseTicket(p.ticket) : undefined;
-      return {
-        nodeId: BigInt(p.id),
-        endpointId: p.endpointId ?? fromTicket?.id ?? "",
-        addresses: p.addresses.length > 0 ? p.addresses : fromTicket?.directAddresses ?? [],
-        grpcAddress: p.grpcAddress ?? "",
-      };
-    });
-  }
-
-  leaderId(): bigint {
-    return 0n;
-  }
-
-  term(): bigint {
-    return 0n;
-  }
-
-  raftStatus() {
-    return {
-      nodeId: this.nodeId,
-      term: 0n,
-      commitIndex: 0n,
-      appliedIndex: 0n,
-      role: RaftRole.UNSPECIFIED,
-      leaderId: 0n,
-      peers: [],
-    };
-  }
-}
+/** How long a node waits between attempts to announce its own addresses, ms. */
+const ANNOUNCE_RETRY_MS = 1_000;
 
 /** A running agent. */
 export class Agent {
   readonly metrics: AgentMetrics;
-  /** Consensus messages from peers, bounded; nothing consumes them until Raft runs. */
+  /** Consensus messages from peers, bounded. */
   readonly inbox: RaftInbox;
   /** Consensus messages to peers: one bounded outbox per peer, over its route. */
   readonly outbox: RaftOutbox;
   /** The listeners, their addresses, the serving plan. */
   readonly runner: DualRunner;
   readonly #log: Logger;
-  readonly #membership: MembershipView;
+  readonly #onFatal: ((error: Error) => void) | undefined;
+  #consensus: Consensus | null = null;
   #principals: Principals;
   /** Peers' gRPC host names resolved to IPs, refreshed at start and before each reload. */
   #resolved: ReadonlyMap<string, readonly string[]>;
+  #members: readonly MemberRecord[] = [];
   #stopping = false;
+  #announcing: ReturnType<typeof setTimeout> | undefined;
+  /** The Cluster service as this node serves it, for announcing itself. */
+  readonly #cluster: ReturnType<typeof clusterService>;
 
   private constructor(
     config: AgentConfig,
     log: Logger,
     metrics: AgentMetrics,
     resolved: ReadonlyMap<string, readonly string[]>,
+    onFatal: ((error: Error) => void) | undefined,
   ) {
     this.#log = log;
     this.metrics = metrics;
+    this.#onFatal = onFatal;
     this.#resolved = resolved;
     this.#principals = principalsOf(config, resolved);
     this.inbox = new RaftInbox({ principals: () => this.#principals, logger: log.child("raft") });
@@ -114,18 +90,28 @@ export class Agent {
         const address = this.#peerAddress(id);
         return address ? this.runner.raftRoute(address) : null;
       },
+      // The core treats the peer as unreachable for now and probes it again later.
+      onDrop: (peer) => this.#consensus?.driver.reportUnreachable(peer),
     });
     const router = new RpcRouter();
     this.runner = new DualRunner(config, {
       router,
       raftIngress: this.inbox,
       allowConnection: (id) => this.#principals.allowsConnection(id),
-      allowlistOf: (c) => principalsOf(c).allowedEndpoints(),
-      onSwitch: (next) => this.#principals = principalsOf(next, this.#resolved),
+      allowlistOf: (c) =>
+        principalsOf(c, this.#resolved, this.#members.map(memberAddress)).allowedEndpoints(),
+      onSwitch: (next) =>
+        this.#principals = principalsOf(next, this.#resolved, this.#members.map(memberAddress)),
       logger: log,
       metrics,
     });
-    this.#membership = new ConfiguredMembership(() => this.runner.config);
+    const membership = this.#membershipView();
+    const port = this.#port();
+    const leaders: LeaderClients = (service, leader) => {
+      const address = this.#peerAddress(leader);
+      return address ? createClient(service, this.runner.peers().peer(address)) : null;
+    };
+    this.#cluster = clusterService(port, leaders);
     router
       .register(
         Health,
@@ -140,18 +126,41 @@ export class Agent {
         Status,
         statusService({
           listeners: this.runner,
-          membership: this.#membership,
+          membership,
           implements: (service) => router.serves(service),
         }),
-      );
+      )
+      .register(Metadata, metadataService(port, leaders))
+      .register(Cluster, this.#cluster);
   }
 
-  /** Starts the agent described by `config`. */
+  /** Starts the agent described by `config`: listeners first, then consensus. */
   static async start(config: AgentConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
     await Deno.mkdir(config.node.dataDir, { recursive: true, mode: 0o700 });
     const resolved = await resolvePeerNames(config, log);
-    const agent = new Agent(config, log, options.metrics ?? new AgentMetrics(), resolved);
+    const agent = new Agent(
+      config,
+      log,
+      options.metrics ?? new AgentMetrics(),
+      resolved,
+      options.onFatal,
+    );
     await agent.runner.start();
+    try {
+      agent.#consensus = Consensus.open({
+        config,
+        inbox: agent.inbox,
+        outbox: agent.outbox,
+        logger: log.child("raft"),
+        onMembership: (members) => agent.#onMembership(members),
+        onFailure: (error) => agent.#onFatal?.(error),
+      });
+    } catch (e) {
+      await agent.runner.stop();
+      throw e;
+    }
+    agent.#onMembership(agent.#consensus.members());
+    agent.#announce();
     return agent;
   }
 
@@ -160,12 +169,20 @@ export class Agent {
     return this.runner.config;
   }
 
+  /** Consensus on this node. */
+  get consensus(): Consensus {
+    return this.#consensus!;
+  }
+
   /** Moves the running node to `next` (see {@link DualRunner.reload}). */
   async reload(next: AgentConfig): Promise<ReloadResult> {
     this.#resolved = await resolvePeerNames(next, this.#log);
     const result = await this.runner.reload(next);
-    // Raft follows the new transports and peers from the next message on.
-    if (result.ok) this.outbox.rerouteAll();
+    if (result.ok) {
+      // Raft follows the new transports and peers from the next message on.
+      this.outbox.rerouteAll();
+      this.#announce();
+    }
     return result;
   }
 
@@ -175,53 +192,209 @@ export class Agent {
   }
 
   /**
-   * The client of peer `nodeId` from this node's `[[cluster.peers]]`, over
-   * the transports the dual runner's rules choose.
+   * The client of peer `nodeId` (a cluster member, or a configured peer),
+   * over the transports the dual runner's rules choose.
    */
   peer(nodeId: number): DualPeer {
     const address = this.#peerAddress(nodeId);
     if (!address) {
       throw new RpcError(
         Code.NOT_FOUND,
-        `node ${nodeId} is not among this node's [[cluster.peers]]`,
+        `node ${nodeId} is neither a cluster member with an address nor among this node's [[cluster.peers]]`,
       );
     }
     return this.runner.peers().peer(address);
   }
 
-  /** How to reach peer `nodeId`, from the configuration. */
-  #peerAddress(nodeId: number): PeerAddress | undefined {
+  /** Graceful stop: calls in flight get `limits.shutdown_timeout_ms`; consensus stops last. */
+  async stop(): Promise<{ abandoned: number }> {
+    this.#stopping = true;
+    clearTimeout(this.#announcing);
+    const result = await this.runner.stop();
+    this.outbox.close();
+    this.#consensus?.close();
+    return result;
+  }
+
+  /** What this node knows of member `nodeId`: its record first, else its config entry. */
+  #knownPeer(nodeId: number): KnownPeer {
+    const record = this.#members.find((m) => Number(m.nodeId) === nodeId);
     const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
-    if (!peer) return undefined;
-    const iroh = peer.ticket ??
-      (peer.endpointId
-        ? toTicket({ id: peer.endpointId, directAddresses: peer.addresses })
-        : undefined);
+    const fromTicket = peer?.ticket ? parseTicket(peer.ticket) : undefined;
+    const endpointId = record?.iroh?.endpointId || peer?.endpointId || fromTicket?.id || "";
+    const addresses = record?.iroh?.endpointId
+      ? record.iroh.directAddresses
+      : peer?.addresses.length
+      ? peer.addresses
+      : fromTicket?.directAddresses ?? [];
     return {
       nodeId: BigInt(nodeId),
-      ...(iroh ? { iroh } : {}),
-      ...(peer.grpcAddress ? { grpc: peer.grpcAddress } : {}),
+      endpointId,
+      addresses,
+      grpcAddress: record?.grpcAddress || peer?.grpcAddress || "",
     };
   }
 
-  /** Graceful stop: calls in flight get `limits.shutdown_timeout_ms`. */
-  async stop(): Promise<{ abandoned: number }> {
-    this.#stopping = true;
-    this.outbox.close();
-    return await this.runner.stop();
+  /** How to reach node `nodeId`: its record in the cluster state first, else the configuration. */
+  #peerAddress(nodeId: number): PeerAddress | undefined {
+    const record = this.#members.find((m) => Number(m.nodeId) === nodeId);
+    const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
+    const iroh = record?.iroh?.endpointId
+      ? ticketOf(record.iroh.endpointId, record.iroh.directAddresses)
+      : peer?.ticket ??
+        (peer?.endpointId ? ticketOf(peer.endpointId, peer.addresses) : undefined);
+    const grpc = record?.grpcAddress || peer?.grpcAddress;
+    if (!iroh && !grpc) return undefined;
+    return { nodeId: BigInt(nodeId), ...(iroh ? { iroh } : {}), ...(grpc ? { grpc } : {}) };
+  }
+
+  /** Membership learned through Raft: new peers are allowed and routed to, removed ones not. */
+  #onMembership(members: readonly MemberRecord[]): void {
+    this.#members = members;
+    this.#principals = principalsOf(this.config, this.#resolved, members.map(memberAddress));
+    this.outbox.rerouteAll();
+    this.#announce();
   }
 
   /**
-   * Health's readiness: SERVING means the node serves calls and knows a
-   * leader (proto/blixard/v1/health.proto). Without consensus there is none.
+   * Makes sure the cluster state records how to reach this node: if its
+   * record is missing or stale (new listeners after a reload), it joins with
+   * its own addresses, which the leader records (Cluster.Join of a member).
+   * Retried until it succeeds while the node runs.
+   */
+  #announce(): void {
+    clearTimeout(this.#announcing);
+    if (this.#stopping || !this.#consensus) return;
+    const id = this.config.node.id;
+    const mine = this.#ownRecord();
+    const recorded = this.#members.find((m) => Number(m.nodeId) === id);
+    const status = this.#consensus.driver.status();
+    const isMember = status.voters.includes(id) || status.learners.includes(id);
+    if (!isMember || (recorded && sameRecord(recorded, mine))) return;
+    const request = create(JoinRequestSchema, {
+      nodeId: BigInt(id),
+      ...(mine.iroh ? { iroh: { case: "irohAddress", value: mine.iroh } } : {}),
+      grpcAddress: mine.grpcAddress,
+    });
+    const deadlineMs = 5_000;
+    const ctx = {
+      method: Cluster.methods[0]!,
+      peer: { transport: "grpc" as const, id: "this node" },
+      signal: AbortSignal.timeout(deadlineMs),
+      deadline: Date.now() + deadlineMs,
+    };
+    Promise.resolve().then(() => this.#cluster.join(request, ctx)).then(
+      () => this.#log.info("recorded this node's addresses in the cluster state"),
+      () => {
+        this.#announcing = setTimeout(() => this.#announce(), ANNOUNCE_RETRY_MS);
+        Deno.unrefTimer(this.#announcing as unknown as number);
+      },
+    );
+  }
+
+  /** This node's record as its listeners are now. */
+  #ownRecord(): { iroh?: { endpointId: string; directAddresses: string[] }; grpcAddress: string } {
+    const endpoint = this.runner.irohEndpoint;
+    return {
+      ...(endpoint
+        ? {
+          iroh: {
+            endpointId: endpoint.id,
+            directAddresses: [...endpoint.addr().directAddresses].sort(),
+          },
+        }
+        : {}),
+      grpcAddress: this.runner.grpcAddress() ?? "",
+    };
+  }
+
+  /** Status's view of the membership: Raft's voters and learners, with what is known of each. */
+  #membershipView(): MembershipView {
+    const nodeId = BigInt(this.config.node.id);
+    return {
+      nodeId,
+      peers: (): KnownPeer[] => {
+        const c = this.#consensus;
+        if (!c) return [];
+        const s = c.driver.status();
+        const ids = [...s.voters, ...s.learners].filter((id) => id !== s.id);
+        return ids.map((id) => this.#knownPeer(id));
+      },
+      leaderId: () => BigInt(this.#consensus?.leader ?? 0),
+      term: () => BigInt(this.#consensus?.driver.status().term ?? 0),
+      raftStatus: () => this.#consensus?.raftStatus() ?? { nodeId },
+    };
+  }
+
+  /** What the services need of consensus, read through the driver. */
+  #port(): ConsensusPort {
+    const driver = () => {
+      const c = this.#consensus;
+      if (!c) throw new RpcError(Code.UNAVAILABLE, "consensus is not running on this node yet");
+      return c.driver;
+    };
+    return {
+      nodeId: this.config.node.id,
+      leader: () => this.#consensus?.leader ?? 0,
+      propose: (command) => driver().propose(command),
+      read: (fn) => driver().read(fn),
+      changeMembership: (change) => driver().changeMembership(change),
+      transferLeadership: (to) => driver().transferLeadership(to),
+      status: () => driver().status(),
+      members: () => driver().state.members(),
+    };
+  }
+
+  /**
+   * Health's readiness: SERVING means the node serves calls, its storage
+   * works, and it knows a leader (proto/blixard/v1/health.proto).
    */
   #readiness(): { ready: boolean; detail: string } {
     if (this.#stopping) return { ready: false, detail: "shutting down" };
-    if (this.#membership.leaderId() === 0n) {
-      return { ready: false, detail: "no leader known: this build runs no consensus yet" };
+    const c = this.#consensus;
+    if (!c) return { ready: false, detail: "consensus is starting" };
+    if (c.driver.failed) {
+      return { ready: false, detail: `storage failed: ${c.driver.failed.message}` };
+    }
+    if (c.leader === 0) {
+      return {
+        ready: false,
+        detail: "no leader known: an election is under way, or no quorum is reachable",
+      };
     }
     return { ready: true, detail: "" };
   }
+}
+
+/**
+ * A ticket for an endpoint, or undefined when the id is not a valid public
+ * key (a config may name one that is well-formed hex and still no key): the
+ * node is then unreachable over Iroh, never a reason to fail.
+ */
+function ticketOf(id: string, directAddresses: readonly string[]): string | undefined {
+  try {
+    return toTicket({ id, directAddresses: [...directAddresses] });
+  } catch {
+    return undefined;
+  }
+}
+
+function memberAddress(m: MemberRecord) {
+  return {
+    nodeId: Number(m.nodeId),
+    ...(m.iroh?.endpointId ? { endpointId: m.iroh.endpointId } : {}),
+    ...(m.grpcAddress ? { grpcAddress: m.grpcAddress } : {}),
+  };
+}
+
+function sameRecord(
+  a: MemberRecord,
+  b: { iroh?: { endpointId: string; directAddresses: string[] }; grpcAddress: string },
+): boolean {
+  return a.grpcAddress === b.grpcAddress &&
+    (a.iroh?.endpointId ?? "") === (b.iroh?.endpointId ?? "") &&
+    [...(a.iroh?.directAddresses ?? [])].sort().join() ===
+      [...(b.iroh?.directAddresses ?? [])].sort().join();
 }
 
 /**

@@ -150,30 +150,60 @@ export class Principals {
   }
 }
 
+/** A member as the replicated cluster state records it (see src/state/). */
+export interface MemberAddress {
+  readonly nodeId: number;
+  readonly endpointId?: string;
+  readonly grpcAddress?: string;
+}
+
 /**
- * The principals of `config`. `resolved` maps a peer's gRPC host name to its
+ * The principals of `config` and of the cluster's `members` (learned through
+ * Raft: they are peers without a config edit; a member's record wins over a
+ * config entry of the same id). `resolved` maps a peer's gRPC host name to its
  * IP addresses (names not in it match nothing by address); IP literals and
  * `localhost` need no entry.
  */
 export function principalsOf(
   config: AgentConfig,
   resolved: ReadonlyMap<string, readonly string[]> = new Map(),
+  members: readonly MemberAddress[] = [],
 ): Principals {
-  const peers = config.cluster.peers.map((p): PeerIdentity => {
+  // Each peer's identity: a config entry, with what its record says taking precedence field by field.
+  const byId = new Map<number, { endpointId?: string; grpcAddress?: string }>();
+  for (const p of config.cluster.peers) {
     const endpointId = p.endpointId
       ? normalizeEndpointId(p.endpointId)
       : p.ticket
       ? parseTicket(p.ticket).id
       : undefined;
+    byId.set(p.id, {
+      ...(endpointId ? { endpointId } : {}),
+      ...(p.grpcAddress ? { grpcAddress: p.grpcAddress } : {}),
+    });
+  }
+  for (const m of members) {
+    if (m.nodeId === config.node.id) continue;
+    byId.set(m.nodeId, {
+      ...byId.get(m.nodeId),
+      ...(m.endpointId ? { endpointId: m.endpointId } : {}),
+      ...(m.grpcAddress ? { grpcAddress: m.grpcAddress } : {}),
+    });
+  }
+  const peers = [...byId].map(([nodeId, p]): PeerIdentity => {
     const host = p.grpcAddress ? parseHostPort(p.grpcAddress)?.host : undefined;
     return {
-      nodeId: p.id,
-      ...(endpointId ? { endpointId } : {}),
+      nodeId,
+      ...(p.endpointId ? { endpointId: p.endpointId } : {}),
       ...(host ? { grpcHost: host } : {}),
       grpcIps: host === undefined ? [] : ipsOf(host, resolved),
     };
   });
-  return new Principals(peers, config.cluster.operatorKeys, grpcPeerAuthOf(config));
+  return new Principals(
+    peers,
+    config.cluster.operatorKeys,
+    grpcPeerAuthOf(config),
+  );
 }
 
 /** How a config's gRPC listener recognises peers. */

@@ -296,7 +296,7 @@ export class RaftOutbox {
     if (!outbox) {
       outbox = new PeerOutbox(
         peerId,
-        this.#o.routeFor(peerId),
+        this.#route(peerId),
         this.#limits,
         this.stats,
         (m, reason) => this.#o.onDrop?.(peerId, m, reason),
@@ -308,7 +308,16 @@ export class RaftOutbox {
 
   /** Asks `routeFor` again for every peer: after a reload, or a membership change. */
   rerouteAll(): void {
-    for (const [id, outbox] of this.#peers) outbox.setRoute(this.#o.routeFor(id));
+    for (const [id, outbox] of this.#peers) outbox.setRoute(this.#route(id));
+  }
+
+  /** The route to a peer; a lookup that fails is no route (its messages are dropped, counted). */
+  #route(peerId: number): RaftRoute | null {
+    try {
+      return this.#o.routeFor(peerId);
+    } catch {
+      return null;
+    }
   }
 
   /** Forgets a peer that left: its queue is dropped. */

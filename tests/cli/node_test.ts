@@ -33,7 +33,7 @@ operator_keys = ["${operatorId}"]
 }
 
 /** The services a node implements today: Status lists only these. */
-const IMPLEMENTED = ["health", "status"];
+const IMPLEMENTED = ["health", "status", "cluster", "metadata"];
 
 Deno.test({
   name: "an operator starts a node, asks its health and status, and stops it with SIGTERM",
@@ -41,16 +41,16 @@ Deno.test({
     const { dir, opKey, config } = await setup();
     const node = await startNode(config);
     try {
-      // It answers, and says it is not serving (exit 1) while it knows no leader.
+      // A single node is its cluster's only voter: it leads at once and serves.
       const health = await blixard("health", "--ticket", node.ticket, "--key", opKey, "--json");
-      assertEquals(health.code, 1, health.stderr);
+      assertEquals(health.code, 0, health.stderr);
       const h = JSON.parse(health.stdout);
-      assertEquals(h.status, "SERVING_STATUS_NOT_SERVING");
+      assertEquals(h.status, "SERVING_STATUS_SERVING");
       assertEquals(h.nodeId, "1");
 
       const human = await blixard("health", "--ticket", node.ticket, "--key", opKey);
-      assertEquals(human.code, 1, human.stderr);
-      assert(/node 1 \(endpoint [0-9a-f]{12}…\): NOT_SERVING/.test(human.stdout), human.stdout);
+      assertEquals(human.code, 0, human.stderr);
+      assert(/node 1 \(endpoint [0-9a-f]{12}…\): SERVING/.test(human.stdout), human.stdout);
 
       const status = await blixard("status", "--ticket", node.ticket, "--key", opKey, "--json");
       assertEquals(status.code, 0, status.stderr);
@@ -193,8 +193,8 @@ Deno.test({
     let node = await startNode(config, /serving \(mode grpc\)\n {2}grpc: \S+\n/);
     try {
       const h = await blixard("health", "--addr", `127.0.0.1:${grpcPort}`);
-      assertEquals(h.code, 1, h.stderr);
-      assert(h.stdout.includes(`node 1 (grpc 127.0.0.1:${grpcPort}): NOT_SERVING`), h.stdout);
+      assertEquals(h.code, 0, h.stderr);
+      assert(h.stdout.includes(`node 1 (grpc 127.0.0.1:${grpcPort}): SERVING`), h.stdout);
       assertEquals(await served(), IMPLEMENTED.map((s) => `${s}:grpc`));
 
       await write("dual", `[transport.migration]\nprefer_iroh = ["health", "status"]\n`);

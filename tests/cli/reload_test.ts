@@ -55,8 +55,13 @@ Deno.test({
     await Deno.writeTextFile(file, await stageFile(1, `${dir}/data`, loopback));
     const node = await startNode(file);
     try {
-      // Status lists the services the node implements: health and status, both on Iroh.
-      const onIroh = ["health:grpc+iroh>iroh", "status:grpc+iroh>iroh"];
+      // Status lists the services the node implements; health and status prefer Iroh.
+      const onIroh = [
+        "health:grpc+iroh>iroh",
+        "status:grpc+iroh>iroh",
+        "cluster:grpc+iroh>grpc",
+        "metadata:grpc+iroh>grpc",
+      ];
       assertEquals(await served(grpcPort), onIroh);
 
       await Deno.writeTextFile(file, await stageFile(2, `${dir}/data`, loopback));
@@ -79,6 +84,12 @@ Deno.test({
       assertDocumented("reload", await jsonDoc("reload"), report);
       assertEquals(report.ok, true);
       assertEquals(report.summary, "cluster, metadata: grpc → iroh");
+      assertEquals(await served(grpcPort), [
+        "health:grpc+iroh>iroh",
+        "status:grpc+iroh>iroh",
+        "cluster:grpc+iroh>iroh",
+        "metadata:grpc+iroh>iroh",
+      ]);
       assertEquals((report.warnings as string[]).length, 1);
       assert((report.warnings as string[])[0]!.includes('taken as "dual"'));
       assertEquals(stage3.stderr, "", "with --json the warnings are in the document only");
@@ -104,6 +115,8 @@ Deno.test({
       assertEquals(await served(grpcPort), [
         "health:grpc>grpc",
         "status:grpc>grpc",
+        "cluster:grpc>grpc",
+        "metadata:grpc>grpc",
       ]);
     } finally {
       assertEquals(await node.stop(), 0, node.stderr());

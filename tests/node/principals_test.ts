@@ -106,3 +106,15 @@ Deno.test("over gRPC, a node that is not a configured peer is refused", () => {
   const p = principalsOf(config(`[grpc]\nbind = "127.0.0.1:7400"`));
   assertMatch(p.authorizeRaft(grpc("10.0.0.2:41234"), 9)!.reason, /node 9 is not a cluster peer/);
 });
+
+Deno.test("members learned through Raft become peers; a record without an address keeps the config's", () => {
+  const c = config(`[grpc]\nbind = "127.0.0.1:7400"`);
+  const p = principalsOf(c, new Map(), [
+    { nodeId: 2 }, // bootstrapped: only the id, until it announces itself
+    { nodeId: 9, endpointId: STRANGER, grpcAddress: "10.0.0.9:7400" },
+  ]);
+  assert(p.allowsConnection(PEER2), "node 2 keeps its configured endpoint id");
+  assert(p.allowsConnection(STRANGER), "node 9 joined: its endpoint may connect");
+  assertEquals(p.authorizeRaft(iroh(STRANGER), 9), null);
+  assertEquals(p.authorizeRaft(grpc("10.0.0.9:5000"), 9), null);
+});

@@ -1,7 +1,8 @@
 /**
  * Peers and operators are different principals, end to end: a real agent,
  * Raft messages sent to it over Iroh, plaintext gRPC on loopback and mutual
- * TLS, and its consensus inbox as the judge of what got in.
+ * TLS, and its consensus inbox as the judge of what got in (the agent waits
+ * to be joined, so the test, not consensus, reads the inbox).
  */
 
 import { assert, assertEquals } from "../assert.ts";
@@ -71,12 +72,15 @@ bind = "127.0.0.1:${ports.udp}"
 relay = "disabled"
 [cluster]
 operator_keys = ["${endpointIdOf(operatorKey)}"]
+bootstrap = false
 [[cluster.peers]]
 id = 2
 endpoint_id = "${endpointIdOf(peerKey)}"
 `)),
     silentLogger,
   );
+  // A node waiting to be joined: the test reads its inbox instead of consensus.
+  agent.inbox.onReady = undefined;
   const operator = await irohCaller(operatorKey, home.ticket);
   const peer = await irohCaller(peerKey, home.ticket);
   try {
@@ -106,6 +110,8 @@ id = 1
 data_dir = "${home.dataDir}"
 [grpc]
 bind = "127.0.0.1:${ports.tcp}"
+[cluster]
+bootstrap = false
 [[cluster.peers]]
 id = 2
 endpoint_id = "${endpointIdOf(peerKey)}"
@@ -117,6 +123,8 @@ grpc_address = "10.0.0.3:7402"
 `)),
     silentLogger,
   );
+  // A node waiting to be joined: the test reads its inbox instead of consensus.
+  agent.inbox.onReady = undefined;
   const channel = new GrpcChannel({ target: `127.0.0.1:${ports.tcp}` });
   try {
     let error: unknown;
@@ -153,6 +161,8 @@ bind = "127.0.0.1:${ports.tcp}"
 cert_file = "${pki.serverCertFile}"
 key_file = "${pki.serverKeyFile}"
 ca_file = "${pki.caFile}"
+[cluster]
+bootstrap = false
 [[cluster.peers]]
 id = 2
 endpoint_id = "${endpointIdOf(peerKey)}"
@@ -164,6 +174,8 @@ grpc_address = "127.0.0.1:7400"
 `)),
     silentLogger,
   );
+  // A node waiting to be joined: the test reads its inbox instead of consensus.
+  agent.inbox.onReady = undefined;
   // The test PKI's client certificate is CN node-2.
   const channel = new GrpcChannel({
     target: `127.0.0.1:${ports.tcp}`,

@@ -57,6 +57,8 @@ async function setup() {
       preferIroh: ["all_except_raft"],
       raftTransport: "adaptive",
       peers: [{ id: 2, endpointId: endpointIdOf(secretKey), grpcPort: 1 }],
+      // Not a cluster member: the test reads what arrives, consensus does not.
+      bootstrap: false,
     }),
     silentLogger,
   );

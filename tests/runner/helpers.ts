@@ -38,6 +38,8 @@ export interface NodeSpec {
   readonly preferIroh?: readonly string[];
   readonly raftTransport?: "grpc" | "iroh" | "adaptive";
   readonly nodeId?: number;
+  /** Form a cluster on the first start (default), or wait to be joined. */
+  readonly bootstrap?: boolean;
   /** Cluster peers, each with an endpoint id and a gRPC address on loopback. */
   readonly peers?: readonly {
     id: number;
@@ -71,6 +73,7 @@ relay = "disabled"
 
 [cluster]
 operator_keys = ["${s.operatorId}"]
+bootstrap = ${s.bootstrap ?? true}
 ${
     (s.peers ?? []).map((p) =>
       `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:${
@@ -78,6 +81,9 @@ ${
       }"]\ngrpc_address = "${p.grpcHost ?? "127.0.0.1"}:${p.grpcPort}"\n`
     ).join("")
   }
+[raft]
+tick_ms = 10
+
 [limits]
 shutdown_timeout_ms = 2000
 `;

@@ -139,3 +139,17 @@ Deno.test("messages queued when a route changes go over the new route", async ()
   assertEquals(outbox.stats.sent[Priority.Snapshot], 4);
   outbox.close();
 });
+
+Deno.test("a route lookup that throws is no route: the message is dropped and counted, nothing breaks", () => {
+  const reasons: string[] = [];
+  const outbox = new RaftOutbox({
+    routeFor: () => {
+      throw new Error("endpoint id is not a valid public key");
+    },
+    onDrop: (_p, _m, reason) => reasons.push(reason),
+  });
+  assertEquals(outbox.send(vote), false);
+  outbox.rerouteAll();
+  assertEquals(reasons, ["no_route"]);
+  outbox.close();
+});

@@ -10,7 +10,15 @@ import { Code, RpcError } from "../../src/rpc/errors.ts";
 import { ServiceId, Transport } from "../../src/rpc/gen/blixard/v1/common_pb.ts";
 import { ServingStatus } from "../../src/rpc/gen/blixard/v1/health_pb.ts";
 import { Health, Status, Vm } from "../../src/rpc/services.ts";
-import { caller, configOf, freePorts, nodeHome, type NodeSpec, startAgent } from "./helpers.ts";
+import {
+  caller,
+  configOf,
+  eventually,
+  freePorts,
+  nodeHome,
+  type NodeSpec,
+  startAgent,
+} from "./helpers.ts";
 
 const MODES = [
   { mode: "grpc", serves: [Transport.GRPC], route: "grpc" },
@@ -40,11 +48,14 @@ for (const { mode, serves, route } of MODES) {
         const status = createClient(Status, peer);
 
         await t.step(
-          "Check answers, and says it is not serving while it knows no leader",
+          "Check says SERVING once the node, its cluster's only voter, leads",
           async () => {
+            await eventually(
+              "the node leads",
+              async () => (await health.check({})).status === ServingStatus.SERVING,
+            );
             const res = await health.check({});
-            assertEquals(res.status, ServingStatus.NOT_SERVING);
-            assertEquals(res.detail, "no leader known: this build runs no consensus yet");
+            assertEquals(res.detail, "");
             assertEquals(res.nodeId, 1n);
           },
         );
@@ -62,7 +73,12 @@ for (const { mode, serves, route } of MODES) {
           assertEquals(self.iroh?.endpointId ?? "", mode === "grpc" ? "" : home.endpointId);
           const healthServing = self.services.find((s) => s.service === ServiceId.HEALTH)!;
           assertEquals(healthServing.transports, [...serves]);
-          assertEquals(self.services.map((s) => s.service), [ServiceId.HEALTH, ServiceId.STATUS]);
+          assertEquals(self.services.map((s) => s.service), [
+            ServiceId.HEALTH,
+            ServiceId.STATUS,
+            ServiceId.CLUSTER,
+            ServiceId.METADATA,
+          ]);
           const statusServing = self.services.find((s) => s.service === ServiceId.STATUS)!;
           assertEquals(statusServing.preferred, route === "iroh" ? Transport.IROH : Transport.GRPC);
           assertEquals((await status.getRaftStatus({})).nodeId, 1n);

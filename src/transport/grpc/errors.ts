@@ -64,9 +64,13 @@ export function statusOf(error: unknown): GrpcStatus {
   return { code: e.code, details: e.message };
 }
 
-/** grpc-js's text for a stream that died of a socket error, by errno name. */
+/**
+ * grpc-js's text for a stream that died of a socket error: by errno name, or
+ * by Node's message for a write to a socket the peer ended (EPIPE, which Deno
+ * reports without its name).
+ */
 const CONNECTION_ERROR =
-  /triggered by internal client error: .*\b(EPIPE|ECONNRESET|ECONNABORTED|ENOTCONN|ETIMEDOUT)\b/;
+  /triggered by internal client error: .*(\b(EPIPE|ECONNRESET|ECONNABORTED|ENOTCONN|ETIMEDOUT)\b|socket has been ended by the other party)/;
 
 /** What grpc-js rejects a client call with (`ServiceError`), loosely. */
 interface ServiceErrorLike {

@@ -42,6 +42,17 @@ Deno.test("a write to a connection the peer closed is UNAVAILABLE, not INTERNAL"
   );
   assertEquals(e.code, Code.UNAVAILABLE);
   assert(isTransportFailure(e));
+  // Deno reports the same EPIPE by its message alone (seen while a reload stopped a listener).
+  const ended = fromServiceError(
+    {
+      code: 13,
+      details:
+        "Received RST_STREAM with code 2 triggered by internal client error: This socket has been ended by the other party",
+    },
+    "health.Check",
+    "127.0.0.1:7400",
+  );
+  assertEquals(ended.code, Code.UNAVAILABLE);
   // A handler's own INTERNAL stays INTERNAL.
   assertEquals(fromServiceError({ code: 13, details: "boom" }, "a.B", "p:1").code, Code.INTERNAL);
 });
