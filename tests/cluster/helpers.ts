@@ -1,0 +1,261 @@
+/**
+ * Clusters of real agent processes on loopback for the end-to-end tests:
+ * keys and configs written, `blixard node` started per node, typed clients
+ * to each over the transport the test asks for, and signals to kill, stop
+ * and continue nodes.
+ */
+
+import { createClient } from "../../src/rpc/client.ts";
+import { Code, RpcError } from "../../src/rpc/errors.ts";
+import { Cluster, Metadata, Status } from "../../src/rpc/services.ts";
+import { GrpcChannel } from "../../src/transport/grpc/client.ts";
+import { createEndpoint, type IrohEndpoint } from "../../src/transport/iroh/endpoint.ts";
+import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
+import { endpointIdOf } from "../../src/transport/iroh/secret_key.ts";
+import { RaftRole } from "../../src/rpc/gen/blixard/v1/status_pb.ts";
+import type { CallTransport } from "../../src/rpc/client.ts";
+import { type RunningNode, startNode } from "../cli/helpers.ts";
+import { freePorts, nodeHome } from "../runner/helpers.ts";
+
+/** How the cluster's nodes talk, and how the test's clients reach them. */
+export interface ClusterSpec {
+  readonly size: number;
+  readonly mode: "grpc" | "iroh" | "dual";
+  /** In dual mode. */
+  readonly raftTransport?: "grpc" | "iroh" | "adaptive";
+  /** Virtual time of one Raft tick; elections take 10 to 20 ticks. */
+  readonly tickMs?: number;
+  readonly snapshotEveryEntries?: number;
+  readonly keepEntries?: number;
+}
+
+/** One node of a test cluster. */
+export interface TestNode {
+  readonly id: number;
+  readonly dataDir: string;
+  readonly configFile: string;
+  readonly ports: { tcp: number; udp: number };
+  readonly endpointId: string;
+  process: RunningNode | null;
+  /** Set by the first start: the ticket it printed. */
+  ticket: string;
+  /** Clients of its services, over the test's transport. */
+  readonly clients: {
+    metadata: ReturnType<typeof createClient<typeof Metadata>>;
+    status: ReturnType<typeof createClient<typeof Status>>;
+    cluster: ReturnType<typeof createClient<typeof Cluster>>;
+  };
+}
+
+/** A cluster of agent processes. */
+export class TestCluster implements AsyncDisposable {
+  readonly nodes: TestNode[] = [];
+  readonly spec: ClusterSpec;
+  readonly #closers: (() => void | Promise<void>)[] = [];
+  operatorKey = crypto.getRandomValues(new Uint8Array(32));
+  #endpoint: IrohEndpoint | null = null;
+  #iroh: IrohRpcClient | null = null;
+
+  constructor(spec: ClusterSpec) {
+    this.spec = spec;
+  }
+
+  /** Writes every node's key and config, and starts them all. */
+  static async start(spec: ClusterSpec): Promise<TestCluster> {
+    const c = new TestCluster(spec);
+    const homes = [];
+    for (let id = 1; id <= spec.size; id++) {
+      const ports = await freePorts();
+      homes.push({ id, ports, ...(await nodeHome(ports.udp)) });
+    }
+    if (spec.mode !== "grpc") {
+      c.#endpoint = await createEndpoint({
+        secretKey: c.operatorKey,
+        bindAddr: "127.0.0.1:0",
+        relayMode: "disabled",
+        alpns: [],
+      });
+      c.#iroh = new IrohRpcClient({
+        endpoint: c.#endpoint,
+        backoff: { initialMs: 50, maxMs: 500 },
+        keepaliveIntervalMs: 200,
+        deadPeerTimeoutMs: 1_000,
+      });
+    }
+    for (const h of homes) {
+      const configFile = `${h.dataDir}/agent.toml`;
+      const peers = homes.filter((p) => p.id !== h.id);
+      await Deno.writeTextFile(configFile, c.configText(h, peers, true));
+      c.nodes.push(c.#node(h, configFile));
+    }
+    await Promise.all(c.nodes.map((n) => c.startNode(n.id)));
+    return c;
+  }
+
+  /** A node's config: its listeners, its peers, the cluster's Raft timing. */
+  configText(
+    me: { id: number; dataDir: string; ports: { tcp: number; udp: number } },
+    peers: readonly { id: number; endpointId: string; ports: { tcp: number; udp: number } }[],
+    bootstrap: boolean,
+  ): string {
+    const s = this.spec;
+    const migration = s.mode === "dual"
+      ? `[transport.migration]\nprefer_iroh = ["all_except_raft"]\nraft_transport = "${
+        s.raftTransport ?? "grpc"
+      }"\n`
+      : "";
+    return `[node]
+id = ${me.id}
+data_dir = "${me.dataDir}"
+[transport]
+mode = "${s.mode}"
+${migration}
+[grpc]
+bind = "127.0.0.1:${me.ports.tcp}"
+[iroh]
+bind = "127.0.0.1:${me.ports.udp}"
+relay = "disabled"
+[raft]
+tick_ms = ${s.tickMs ?? 20}
+snapshot_every_entries = ${s.snapshotEveryEntries ?? 10_000}
+keep_entries = ${s.keepEntries ?? 1_000}
+[limits]
+shutdown_timeout_ms = 1000
+[cluster]
+bootstrap = ${bootstrap}
+operator_keys = ["${endpointIdOf(this.operatorKey)}"]
+${
+      peers.map((p) =>
+        `[[cluster.peers]]\nid = ${p.id}\nendpoint_id = "${p.endpointId}"\naddresses = ["127.0.0.1:${p.ports.udp}"]\ngrpc_address = "127.0.0.1:${p.ports.tcp}"\n`
+      ).join("")
+    }`;
+  }
+
+  /** Adds a node that waits to be joined (`bootstrap = false`), listing the current nodes as peers, and starts it. */
+  async addWaitingNode(): Promise<TestNode> {
+    const id = this.nodes.length + 1;
+    const ports = await freePorts();
+    const h = { id, ports, ...(await nodeHome(ports.udp)) };
+    const configFile = `${h.dataDir}/agent.toml`;
+    await Deno.writeTextFile(
+      configFile,
+      this.configText(h, this.nodes.map((n) => ({ ...n })), false),
+    );
+    const node = this.#node(h, configFile);
+    this.nodes.push(node);
+    await this.startNode(id);
+    return node;
+  }
+
+  #node(
+    h: { id: number; dataDir: string; endpointId: string; ports: { tcp: number; udp: number } },
+    configFile: string,
+  ): TestNode {
+    const channel = this.#channel(h);
+    return {
+      id: h.id,
+      dataDir: h.dataDir,
+      configFile,
+      ports: h.ports,
+      endpointId: h.endpointId,
+      process: null,
+      ticket: "",
+      clients: {
+        metadata: createClient(Metadata, channel),
+        status: createClient(Status, channel),
+        cluster: createClient(Cluster, channel),
+      },
+    };
+  }
+
+  /** The channel the test's clients use to reach a node. */
+  #channel(
+    h: { id: number; endpointId: string; ports: { tcp: number; udp: number } },
+  ): CallTransport {
+    if (this.spec.mode === "iroh") {
+      return this.#iroh!.peer({ id: h.endpointId, directAddresses: [`127.0.0.1:${h.ports.udp}`] });
+    }
+    const channel = new GrpcChannel({
+      target: `127.0.0.1:${h.ports.tcp}`,
+      backoff: { initialMs: 50, maxMs: 500 },
+    });
+    this.#closers.push(() => channel.close());
+    return channel;
+  }
+
+  node(id: number): TestNode {
+    return this.nodes.find((n) => n.id === id)!;
+  }
+
+  /** Starts (or restarts) a node's process over its data directory. */
+  async startNode(id: number): Promise<void> {
+    const n = this.node(id);
+    n.process = await startNode(
+      n.configFile,
+      this.spec.mode === "grpc" ? /grpc: \S+\n/ : /ticket: \S+\n/,
+    );
+    n.ticket ||= n.process.ticket;
+  }
+
+  /** Sends `signal` to a node's process; SIGKILL forgets it. */
+  async signal(id: number, signal: "SIGKILL" | "SIGSTOP" | "SIGCONT"): Promise<void> {
+    const n = this.node(id);
+    n.process!.child.kill(signal);
+    if (signal === "SIGKILL") {
+      await n.process!.child.status;
+      n.process = null;
+    }
+  }
+
+  /**
+   * The leader as the running nodes report it: the node that says it leads,
+   * with the highest term (asking each with a short deadline).
+   */
+  async leader(exclude: readonly number[] = []): Promise<number> {
+    let best = { id: 0, term: -1n };
+    for (const n of this.nodes) {
+      if (!n.process || exclude.includes(n.id)) continue;
+      try {
+        const s = await n.clients.status.getRaftStatus({}, { deadlineMs: 300 });
+        if (s.role === RaftRole.LEADER && s.term > best.term) best = { id: n.id, term: s.term };
+      } catch {
+        // Unreachable or stopped: not the leader we can use.
+      }
+    }
+    return best.id;
+  }
+
+  /** Waits until some running node (not in `exclude`) leads; returns it. */
+  async waitForLeader(exclude: readonly number[] = [], ms = 15_000): Promise<number> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const id = await this.leader(exclude);
+      if (id !== 0) return id;
+      if (Date.now() > until) throw new Error(`no leader among the running nodes after ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const n of this.nodes) {
+      if (!n.process) continue;
+      try {
+        n.process.child.kill("SIGCONT");
+      } catch {
+        // Already gone.
+      }
+      await n.process.stop();
+    }
+    for (const close of this.#closers) await close();
+    this.#iroh?.close();
+    await this.#endpoint?.close();
+    for (const n of this.nodes) await Deno.remove(n.dataDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Whether a failed write's outcome is unknown (it may have been applied). */
+export function unknownOutcome(e: unknown): boolean {
+  if (!(e instanceof RpcError)) return true;
+  return ![Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.ALREADY_EXISTS, Code.ABORTED]
+    .includes(e.code as 3);
+}
