@@ -313,12 +313,14 @@ export class Agent {
     const nodeId = BigInt(this.config.node.id);
     return {
       nodeId,
+      learner: () =>
+        this.#consensus?.driver.status().learners.includes(this.config.node.id) ?? false,
       peers: (): KnownPeer[] => {
         const c = this.#consensus;
         if (!c) return [];
         const s = c.driver.status();
         const ids = [...s.voters, ...s.learners].filter((id) => id !== s.id);
-        return ids.map((id) => this.#knownPeer(id));
+        return ids.map((id) => ({ ...this.#knownPeer(id), learner: s.learners.includes(id) }));
       },
       leaderId: () => BigInt(this.#consensus?.leader ?? 0),
       term: () => BigInt(this.#consensus?.driver.status().term ?? 0),

@@ -60,11 +60,15 @@ export interface KnownPeer {
   readonly endpointId: string;
   readonly addresses: readonly string[];
   readonly grpcAddress: string;
+  /** Receives the log without voting (yet). */
+  readonly learner?: boolean;
 }
 
-/** The cluster as this node knows it: its configuration today, Raft's membership later. */
+/** The cluster as this node knows it: Raft's membership, with what is known of each member. */
 export interface MembershipView {
   readonly nodeId: bigint;
+  /** Whether this node is a learner. */
+  learner?(): boolean;
   peers(): readonly KnownPeer[];
   leaderId(): bigint;
   term(): bigint;
@@ -122,10 +126,10 @@ export function statusService(sources: StatusSources): ServiceImpl<typeof Status
         grpcAddress: p.grpcAddress,
         // What a peer serves is its own to say: ask it.
         services: [],
+        learner: p.learner ?? false,
       }));
-      const members = [localMember(sources), ...peers].sort((a, b) =>
-        Number((a.nodeId ?? 0n) - (b.nodeId ?? 0n))
-      );
+      const self = { ...localMember(sources), learner: membership.learner?.() ?? false };
+      const members = [self, ...peers].sort((a, b) => Number((a.nodeId ?? 0n) - (b.nodeId ?? 0n)));
       return {
         members,
         leaderId: membership.leaderId(),
