@@ -32,6 +32,7 @@ import { type KnownPeer, type MembershipView, statusService } from "../services/
 import type { MemberRecord } from "../state/cluster_state.ts";
 import { parseTicket, toTicket } from "../transport/iroh/endpoint.ts";
 import type { Logger } from "../util/log.ts";
+import { parseHostPort } from "../util/address.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
 import { Consensus } from "./consensus.ts";
@@ -304,7 +305,7 @@ export class Agent {
           },
         }
         : {}),
-      grpcAddress: this.runner.grpcAddress() ?? "",
+      grpcAddress: dialable(this.runner.grpcAddress()),
     };
   }
 
@@ -379,6 +380,12 @@ function ticketOf(id: string, directAddresses: readonly string[]): string | unde
   } catch {
     return undefined;
   }
+}
+
+/** A listener's address as peers can dial it; "" for none or an unspecified host (`0.0.0.0`, `::`). */
+function dialable(address: string | null): string {
+  const host = address ? parseHostPort(address)?.host : undefined;
+  return host === undefined || host === "0.0.0.0" || host === "::" ? "" : address!;
 }
 
 function memberAddress(m: MemberRecord) {
