@@ -124,7 +124,14 @@ export async function nodeCommand(args: string[]): Promise<number> {
   const first = await loadOrFail(configPath, { checkFiles: true });
   for (const w of first.warnings) log.warn(w.message);
   const config = first.config;
-  const agent = await Agent.start(config, log);
+  const agent = await Agent.start(config, log, {
+    // Fail-stop: the node may not go on acknowledging what it cannot persist. A
+    // restart (systemd's Restart=on-failure) recovers from what is on disk.
+    onFatal: (error) => {
+      log.error("stopping: the node cannot go on safely", { error });
+      Deno.exit(ExitCode.Failure);
+    },
+  });
   const dataDir = config.node.dataDir;
   await Deno.writeTextFile(join(dataDir, PID_FILE), `${Deno.pid}\n`);
 
