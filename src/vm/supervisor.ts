@@ -448,7 +448,10 @@ export async function observeEnd(
   const exit = end.exit;
   const step = await stopMarker(handle);
   if (step !== undefined) {
-    return { kind: "stopped", reason: `stopped (${step}): ${describeExit(exit)}`, exit };
+    const how = exit.code === 0 && wording.cleanExit !== undefined
+      ? wording.cleanExit.reason
+      : describeExit(exit);
+    return { kind: "stopped", reason: `stopped (${step}): ${how}`, exit };
   }
   if (exit.code === 0) {
     const clean = wording.cleanExit;
