@@ -33,6 +33,7 @@ import {
   prepareVmDir,
   processEnd,
   spawnSupervised,
+  Supervisors,
   trimLog,
   vmIdentity,
   waitForEnd,
@@ -62,6 +63,7 @@ export class ProcessBackend implements VmBackend {
   readonly #killTimeoutMs: number;
   readonly #maxLogBytes: number;
   readonly #log: Logger;
+  readonly #supervisors = new Supervisors();
 
   constructor(options: ProcessBackendOptions) {
     this.#dataDir = options.dataDir;
@@ -105,6 +107,7 @@ export class ProcessBackend implements VmBackend {
       generation: options.generation,
     };
     await writeRecord(handle);
+    this.#supervisors.add(handle, sup.done);
     this.#log.info("started", { vm: spec.name, pid: handle.pid, program });
     return handle;
   }
@@ -160,9 +163,9 @@ export class ProcessBackend implements VmBackend {
     return this.inspect(handle);
   }
 
-  /** Holds nothing. */
+  /** Waits for the supervisors of ended VMs to exit; running VMs are left alone. */
   close(): Promise<void> {
-    return Promise.resolve();
+    return this.#supervisors.settle();
   }
 
   #own(handle: VmHandle): void {

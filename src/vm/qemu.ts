@@ -42,6 +42,7 @@ import {
   prepareVmDir,
   processEnd,
   spawnSupervised,
+  Supervisors,
   trimLog,
   vmIdentity,
   waitForEnd,
@@ -136,6 +137,7 @@ export class QemuBackend implements VmBackend {
   readonly #qmpLimits: Partial<QmpLimits>;
   readonly #log: Logger;
   readonly #connections = new Map<string, Connection>();
+  readonly #supervisors = new Supervisors();
 
   constructor(options: QemuBackendOptions) {
     this.#dataDir = options.dataDir;
@@ -199,6 +201,7 @@ export class QemuBackend implements VmBackend {
     };
     // Recorded before anything can fail, so a qemu that runs is never forgotten.
     await writeRecord(handle);
+    this.#supervisors.add(handle, sup.done);
     await this.#awaitQmp(handle);
     this.#log.info("started", {
       vm: spec.name,
@@ -373,12 +376,13 @@ export class QemuBackend implements VmBackend {
     return this.inspect(handle);
   }
 
-  /** Closes every QMP connection; the VMs keep running. */
+  /** Closes every QMP connection, and waits for the supervisors of ended VMs; VMs keep running. */
   async close(): Promise<void> {
     const clients = [...this.#connections.values()].flatMap((c) => c.client ? [c.client] : []);
     this.#connections.clear();
     for (const c of clients) c.close();
     await Promise.all(clients.map((c) => c.closed));
+    await this.#supervisors.settle();
   }
 
   #own(handle: VmHandle): void {

@@ -276,8 +276,11 @@ export class QmpClient {
         }
       }
     } catch (e) {
+      // qemu exiting may reset the connection rather than close it.
       this.#fail(
-        this.#closeReason ?? `read failed: ${(e as Error).message}`,
+        e instanceof Deno.errors.ConnectionReset
+          ? "qemu closed the socket"
+          : `read failed: ${(e as Error).message}`,
       );
     }
     return this.#closeReason ?? "closed";

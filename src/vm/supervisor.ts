@@ -465,3 +465,32 @@ export async function observeEnd(
     exit,
   };
 }
+
+/**
+ * The supervisors this agent started, so that closing a backend can wait
+ * for those whose VM has ended to finish writing and exit (their exit is
+ * an operation of this process until then). Running ones are left alone.
+ */
+export class Supervisors {
+  readonly #done = new Map<number, { handle: VmHandle; done: Promise<void> }>();
+
+  /** Tracks the supervisor of `handle` until it exits. */
+  add(handle: VmHandle, done: Promise<void>): void {
+    this.#done.set(handle.supervisorPid, { handle, done });
+    done.then(() => this.#done.delete(handle.supervisorPid));
+  }
+
+  /** Waits up to `timeoutMs` for the supervisors whose VM has ended. */
+  async settle(timeoutMs = 2000): Promise<void> {
+    const ended: Promise<void>[] = [];
+    for (const { handle, done } of this.#done.values()) {
+      if (!await isRunning(vmIdentity(handle))) ended.push(done);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(ended),
+      new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+  }
+}
