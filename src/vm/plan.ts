@@ -20,7 +20,9 @@
  * - Not desired here any more: stop it, then forget its record and directory.
  * - At most `maxInProgress` actions run at once; adopts first, then stops and
  *   kills, then forgets, then starts, each by name.
- * - A report is emitted whenever the state the cluster should see changes.
+ * - A report is emitted whenever the state the cluster should see changes;
+ *   a VM that ended and is started again in the same round is reported as it
+ *   ended (with the reason) before it is reported STARTING.
  *
  * @module
  */
@@ -220,14 +222,22 @@ export function planVms(input: PlanInput): Plan {
 
   const reports: VmAction[] = [];
   for (const [name, d] of decisions) {
-    const kind = decisions.get(name)?.candidate?.action.kind;
-    const shown = running.has(name) && kind !== undefined && isBusyKind(kind)
-      ? busyStatus(kind)
-      : d.status;
-    if (shown === undefined || !desired.has(name)) continue;
-    const last = input.reported.get(name);
-    if (last === undefined || last.state !== shown.state || last.reason !== shown.reason) {
-      reports.push({ kind: "report", name, ...shown });
+    if (!desired.has(name)) continue;
+    let last = input.reported.get(name);
+    const emit = (s: ReportedState) => {
+      if (last === undefined || last.state !== s.state || last.reason !== s.reason) {
+        reports.push({ kind: "report", name, ...s });
+        last = s;
+      }
+    };
+    const kind = d.candidate?.action.kind;
+    if (running.has(name) && kind !== undefined && isBusyKind(kind)) {
+      // A VM that ended and starts again: the cluster hears how it ended first.
+      const ended = d.status?.state === VmState.FAILED || d.status?.state === VmState.STOPPED;
+      if (kind === "start" && ended) emit(d.status!);
+      emit(busyStatus(kind));
+    } else if (d.status !== undefined) {
+      emit(d.status);
     }
   }
   return { actions: [...admitted.map((c) => c.action), ...reports], retries, wakeAtMs };

@@ -19,12 +19,15 @@
  * The last SHUTDOWN event tells a guest power-off from a guest reset or
  * panic (qemu runs with `-no-reboot`, so a reboot ends the VM too).
  *
+ * Under TCG the guest kernel is told the TSC rate (`tsc_early_khz=`, see
+ * accel.ts `hostTscKhz`): without it a guest on a busy host hangs in boot.
+ *
  * @module
  */
 
 import type { VmSpec } from "../rpc/gen/blixard/v1/vm_pb.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
-import { chooseAccel } from "./accel.ts";
+import { chooseAccel, hostTscKhz } from "./accel.ts";
 import {
   type StartOptions,
   type VmBackend,
@@ -88,8 +91,17 @@ function optValue(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
-/** The qemu command line for `spec`, without the binary. */
-export function qemuArgs(spec: VmSpec, dir: string, accel: "kvm" | "tcg"): string[] {
+/**
+ * The qemu command line for `spec`, without the binary. Under TCG with a
+ * known host TSC rate (`tscKhz`), the kernel command line gets
+ * `tsc_early_khz=` unless it sets it already (accel.ts {@link hostTscKhz}).
+ */
+export function qemuArgs(
+  spec: VmSpec,
+  dir: string,
+  accel: "kvm" | "tcg",
+  tscKhz?: number,
+): string[] {
   const options = spec.backendOptions;
   const args = [
     ...["-name", spec.name, "-machine", "microvm", "-accel", accel],
@@ -112,6 +124,9 @@ export function qemuArgs(spec: VmSpec, dir: string, accel: "kvm" | "tcg"): strin
       ...["-drive", `id=root,file=${optValue(spec.image)},format=${format},if=none`],
       ...["-device", "virtio-blk-device,drive=root"],
     );
+  }
+  if (accel === "tcg" && tscKhz !== undefined && !/(^|\s)tsc_early_khz=/.test(cmdline)) {
+    cmdline += ` tsc_early_khz=${tscKhz}`;
   }
   args.push("-append", cmdline);
   return args;
@@ -181,7 +196,15 @@ export class QemuBackend implements VmBackend {
     const sup = await spawnSupervised({
       name: spec.name,
       dir,
-      argv: [this.#qemu, ...qemuArgs(spec, dir, choice.accel)],
+      argv: [
+        this.#qemu,
+        ...qemuArgs(
+          spec,
+          dir,
+          choice.accel,
+          choice.accel === "tcg" ? await hostTscKhz() : undefined,
+        ),
+      ],
       logFile: `${dir}/${QEMU_FILES.log}`,
       env: { PATH: VM_PATH },
     });

@@ -192,7 +192,7 @@ Deno.test("restart policy: on-failure restarts a failure only, always restarts a
     const shown = have.kind === "failed"
       ? "FAILED command: exit code 1"
       : "STOPPED command: exit code 0";
-    assertEquals(s.reports, [restarts ? "web STARTING" : `web ${shown}`]);
+    assertEquals(s.reports, restarts ? [`web ${shown}`, "web STARTING"] : [`web ${shown}`]);
   }
 });
 
