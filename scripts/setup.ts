@@ -131,6 +131,22 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     present: anyFile(IP_PATHS, true),
     why: "ip: brings up lo in the loopback-only network namespace the tests and benchmarks run in",
   },
+  {
+    name: "qemu-system-x86",
+    present: onPath("qemu-system-x86_64"),
+    why: "qemu: the hypervisor of the qemu VM backend's tests (tests/vm/), microVMs under TCG",
+  },
+  {
+    name: "busybox-static",
+    // The guest runs busybox alone, without a libc: the dynamic `busybox` package will not do.
+    present: runs("/bin/sh", "-c", "test -x /bin/busybox && ! ldd /bin/busybox"),
+    why: "a static busybox: the initramfs of the test guest the VM tests boot (src/vm/guest.ts)",
+  },
+  {
+    name: "linux-image-cloud-amd64",
+    present: runs("/bin/sh", "-c", "ls /boot/vmlinuz-*-cloud-amd64"),
+    why: "a kernel, and its power button modules, for the test guest the VM tests boot",
+  },
 ];
 
 /** Why setup could not leave every package present. */

@@ -20,7 +20,7 @@ export interface CpioEntry {
   readonly path: string;
   /** `file`, `dir`, `symlink` (data is the target) or `char` (a character device). */
   readonly type: "file" | "dir" | "symlink" | "char";
-  /** Permission bits (default 0o755 for dirs and 0o644 otherwise). */
+  /** Permission bits (default 0o755 for directories, 0o777 for symlinks, 0o644 otherwise). */
   readonly mode?: number;
   /** File contents, or a symlink's target. */
   readonly data?: Uint8Array | string;
@@ -67,7 +67,8 @@ export function cpioNewc(entries: readonly CpioEntry[]): Uint8Array {
     const data = typeof entry.data === "string" ? encoder.encode(entry.data) : entry.data ??
       new Uint8Array();
     const trailer = entry.path === "TRAILER!!!";
-    const perm = entry.mode ?? (entry.type === "dir" ? 0o755 : 0o644);
+    const perm = entry.mode ??
+      (entry.type === "dir" ? 0o755 : entry.type === "symlink" ? 0o777 : 0o644);
     const name = encoder.encode(entry.path + "\0");
     const fields = [
       trailer ? 0 : ino++,

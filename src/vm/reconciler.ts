@@ -112,7 +112,7 @@ export class VmReconciler {
     const found = await listRecords(this.#dataDir);
     for (const h of found.handles) this.#actual.set(h.name, { kind: "recorded" });
     for (const { name, error } of found.errors) {
-      this.#actual.set(name, { kind: "recorded", error: error.message });
+      this.#actual.set(name, { kind: "recorded", error: `cannot adopt: ${error.message}` });
       this.#log.error("cannot read a VM record", { vm: name, error });
     }
     if (found.handles.length + found.errors.length > 0) {

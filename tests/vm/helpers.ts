@@ -53,9 +53,12 @@ export async function dataDir(): Promise<{ path: string; [Symbol.asyncDispose]()
 
 let guest: Promise<GuestImage> | undefined;
 
-/** The busybox guest, built once per test process into a temporary directory. */
+/** The busybox guest, built once per test process into a temporary directory removed at exit. */
 export function testGuest(): Promise<GuestImage> {
-  guest ??= Deno.makeTempDir({ prefix: "blixard-guest-" }).then((outDir) => buildGuest({ outDir }));
+  guest ??= Deno.makeTempDir({ prefix: "blixard-guest-" }).then((outDir) => {
+    globalThis.addEventListener("unload", () => Deno.removeSync(outDir, { recursive: true }));
+    return buildGuest({ outDir });
+  });
   return guest;
 }
 
