@@ -28,6 +28,9 @@ import {
 import { isRunning, signalIfSame } from "./proc.ts";
 import { parseCommand } from "./spec.ts";
 import {
+  checkOwner,
+  handleOf,
+  killAndWait,
   markStop,
   observeEnd,
   prepareVmDir,
@@ -35,13 +38,11 @@ import {
   spawnSupervised,
   Supervisors,
   trimLog,
+  VM_PATH,
   vmIdentity,
   waitForEnd,
   writeRecord,
 } from "./supervisor.ts";
-
-/** The PATH a command gets. */
-export const VM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Options of {@link ProcessBackend}. */
 export interface ProcessBackendOptions {
@@ -92,20 +93,10 @@ export class ProcessBackend implements VmBackend {
       logFile: `${dir}/${OUTPUT}`,
       env: { PATH: VM_PATH, BLIXARD_VM_NAME: spec.name, BLIXARD_VM_DIR: dir },
     });
-    const handle: VmHandle = {
-      version: 1,
-      name: spec.name,
-      backend: this.name,
-      pid: sup.vm.pid,
-      startTicks: sup.vm.startTicks,
-      bootId: sup.vm.bootId,
-      supervisorPid: sup.supervisor.pid,
-      supervisorStartTicks: sup.supervisor.startTicks,
-      controlSocket: "",
-      dir,
-      startedAtMs: Date.now(),
+    const handle = handleOf(spec, this.name, dir, sup, {
       generation: options.generation,
-    };
+      controlSocket: "",
+    });
     await writeRecord(handle);
     this.#supervisors.add(handle, sup.done);
     this.#log.info("started", { vm: spec.name, pid: handle.pid, program });
@@ -114,7 +105,7 @@ export class ProcessBackend implements VmBackend {
 
   /** Running (with its pid), or how it ended. */
   async inspect(handle: VmHandle): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     await trimLog(`${handle.dir}/${OUTPUT}`, this.#maxLogBytes);
     const end = await processEnd(handle);
     if (end.kind === "running") return { kind: "running", detail: `pid ${handle.pid}` };
@@ -123,7 +114,7 @@ export class ProcessBackend implements VmBackend {
 
   /** SIGTERM, up to `timeoutMs` for the command to end, then SIGKILL. */
   async stop(handle: VmHandle, timeoutMs: number): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     const id = vmIdentity(handle);
     if (await isRunning(id)) {
       await markStop(handle, "SIGTERM");
@@ -138,23 +129,12 @@ export class ProcessBackend implements VmBackend {
 
   /** SIGKILL. */
   kill(handle: VmHandle): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     return this.#kill(handle, "SIGKILL");
   }
 
   async #kill(handle: VmHandle, step: string): Promise<VmObservation> {
-    if (await isRunning(vmIdentity(handle))) {
-      await markStop(handle, step);
-      await signalIfSame(vmIdentity(handle), "SIGKILL");
-      if (!await waitForEnd(handle, this.#killTimeoutMs)) {
-        throw new VmBackendError(
-          "STOP_FAILED",
-          handle.name,
-          `pid ${handle.pid} still runs ${this.#killTimeoutMs} ms after SIGKILL ` +
-            "(a process in uninterruptible sleep ends when its I/O does)",
-        );
-      }
-    }
+    await killAndWait(handle, step, this.#killTimeoutMs);
     return this.inspect(handle);
   }
 
@@ -166,15 +146,5 @@ export class ProcessBackend implements VmBackend {
   /** Waits for the supervisors of ended VMs to exit; running VMs are left alone. */
   close(): Promise<void> {
     return this.#supervisors.settle();
-  }
-
-  #own(handle: VmHandle): void {
-    if (handle.backend !== this.name) {
-      throw new VmBackendError(
-        "WRONG_BACKEND",
-        handle.name,
-        `handle of backend ${JSON.stringify(handle.backend)} given to the process backend`,
-      );
-    }
   }
 }

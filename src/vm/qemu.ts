@@ -35,11 +35,14 @@ import {
   type VmHandle,
   type VmObservation,
 } from "./backend.ts";
-import { isRunning, signalIfSame } from "./proc.ts";
+import { isRunning } from "./proc.ts";
 import { QmpClient, type QmpEvent, type QmpLimits } from "./qmp.ts";
 import type { AccelMode } from "./spec.ts";
 import {
+  checkOwner,
   type EndWording,
+  handleOf,
+  killAndWait,
   markStop,
   observeEnd,
   prepareVmDir,
@@ -47,11 +50,11 @@ import {
   spawnSupervised,
   Supervisors,
   trimLog,
+  VM_PATH,
   vmIdentity,
   waitForEnd,
   writeRecord,
 } from "./supervisor.ts";
-import { VM_PATH } from "./process.ts";
 
 /** Options of {@link QemuBackend}. */
 export interface QemuBackendOptions {
@@ -208,20 +211,10 @@ export class QemuBackend implements VmBackend {
       logFile: `${dir}/${QEMU_FILES.log}`,
       env: { PATH: VM_PATH },
     });
-    const handle: VmHandle = {
-      version: 1,
-      name: spec.name,
-      backend: this.name,
-      pid: sup.vm.pid,
-      startTicks: sup.vm.startTicks,
-      bootId: sup.vm.bootId,
-      supervisorPid: sup.supervisor.pid,
-      supervisorStartTicks: sup.supervisor.startTicks,
-      controlSocket: socket,
-      dir,
-      startedAtMs: Date.now(),
+    const handle = handleOf(spec, this.name, dir, sup, {
       generation: options.generation,
-    };
+      controlSocket: socket,
+    });
     // Recorded before anything can fail, so a qemu that runs is never forgotten.
     await writeRecord(handle);
     this.#supervisors.add(handle, sup.done);
@@ -287,7 +280,7 @@ export class QemuBackend implements VmBackend {
 
   /** Running with its QMP status (`running`, `paused`, ...), or how it ended. */
   async inspect(handle: VmHandle): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     await trimLog(`${handle.dir}/${QEMU_FILES.serial}`, this.#maxLogBytes);
     const end = await processEnd(handle);
     if (end.kind === "running") {
@@ -347,7 +340,7 @@ export class QemuBackend implements VmBackend {
    * @throws {VmBackendError} `STOP_FAILED` if even SIGKILL did not end it.
    */
   async stop(handle: VmHandle, timeoutMs: number): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     if (!await isRunning(vmIdentity(handle))) return this.inspect(handle);
     await markStop(handle, "system_powerdown");
     await this.#command(handle, "system_powerdown", timeoutMs);
@@ -375,22 +368,12 @@ export class QemuBackend implements VmBackend {
 
   /** SIGKILL at once. */
   kill(handle: VmHandle): Promise<VmObservation> {
-    this.#own(handle);
+    checkOwner(handle, this.name);
     return this.#kill(handle, "SIGKILL");
   }
 
   async #kill(handle: VmHandle, step: string): Promise<VmObservation> {
-    if (await isRunning(vmIdentity(handle))) {
-      await markStop(handle, step);
-      await signalIfSame(vmIdentity(handle), "SIGKILL");
-      if (!await waitForEnd(handle, this.#killTimeoutMs)) {
-        throw new VmBackendError(
-          "STOP_FAILED",
-          handle.name,
-          `qemu (pid ${handle.pid}) still runs ${this.#killTimeoutMs} ms after SIGKILL`,
-        );
-      }
-    }
+    await killAndWait(handle, step, this.#killTimeoutMs);
     return this.inspect(handle);
   }
 
@@ -406,16 +389,6 @@ export class QemuBackend implements VmBackend {
     for (const c of clients) c.close();
     await Promise.all(clients.map((c) => c.closed));
     await this.#supervisors.settle();
-  }
-
-  #own(handle: VmHandle): void {
-    if (handle.backend !== this.name) {
-      throw new VmBackendError(
-        "WRONG_BACKEND",
-        handle.name,
-        `handle of backend ${JSON.stringify(handle.backend)} given to the qemu backend`,
-      );
-    }
   }
 }
 

@@ -30,6 +30,7 @@ import {
   isRunning,
   parseStat,
   type ProcessIdentity,
+  signalIfSame,
   signalName,
 } from "./proc.ts";
 
@@ -44,6 +45,9 @@ export const VM_FILES = Object.freeze({
   /** Written before a stop or kill: which step was taken, so the end reads as asked for. */
   stop: "stop",
 });
+
+/** The PATH a VM's process gets (the agent's own environment is not passed on). */
+export const VM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Bounds of the files this module reads (written by the agent or its supervisor). */
 export const SUPERVISOR_LIMITS = Object.freeze({
@@ -492,5 +496,68 @@ export class Supervisors {
       new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
     ]);
     clearTimeout(timer);
+  }
+}
+
+/** The handle of a VM just started under its supervisor. */
+export function handleOf(
+  spec: { readonly name: string },
+  backend: string,
+  dir: string,
+  sup: Supervised,
+  options: { readonly generation: number; readonly controlSocket: string },
+): VmHandle {
+  return {
+    version: 1,
+    name: spec.name,
+    backend,
+    pid: sup.vm.pid,
+    startTicks: sup.vm.startTicks,
+    bootId: sup.vm.bootId,
+    supervisorPid: sup.supervisor.pid,
+    supervisorStartTicks: sup.supervisor.startTicks,
+    controlSocket: options.controlSocket,
+    dir,
+    startedAtMs: Date.now(),
+    generation: options.generation,
+  };
+}
+
+/**
+ * Records `step` and sends SIGKILL if the VM still runs, then waits up to
+ * `timeoutMs` for it to end.
+ *
+ * @throws {VmBackendError} `STOP_FAILED` if it still runs then.
+ */
+export async function killAndWait(
+  handle: VmHandle,
+  step: string,
+  timeoutMs: number,
+): Promise<void> {
+  if (!await isRunning(vmIdentity(handle))) return;
+  await markStop(handle, step);
+  await signalIfSame(vmIdentity(handle), "SIGKILL");
+  if (!await waitForEnd(handle, timeoutMs)) {
+    throw new VmBackendError(
+      "STOP_FAILED",
+      handle.name,
+      `pid ${handle.pid} still runs ${timeoutMs} ms after SIGKILL ` +
+        "(a process in uninterruptible sleep ends when its I/O does)",
+    );
+  }
+}
+
+/**
+ * Refuses a handle another backend recorded.
+ *
+ * @throws {VmBackendError} `WRONG_BACKEND`.
+ */
+export function checkOwner(handle: VmHandle, backend: string): void {
+  if (handle.backend !== backend) {
+    throw new VmBackendError(
+      "WRONG_BACKEND",
+      handle.name,
+      `handle of backend ${JSON.stringify(handle.backend)} given to the ${backend} backend`,
+    );
   }
 }

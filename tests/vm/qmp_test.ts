@@ -25,7 +25,13 @@ async function qemuNone() {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  while (!(await Deno.stat(socket).then(() => true, () => false))) {
+  // qemu creates the socket file when it binds, and listens a moment later.
+  for (;;) {
+    const probe = await Deno.connect({ transport: "unix", path: socket }).catch(() => undefined);
+    if (probe !== undefined) {
+      probe.close();
+      break;
+    }
     await new Promise((r) => setTimeout(r, 5));
   }
   return {

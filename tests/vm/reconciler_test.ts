@@ -50,6 +50,34 @@ const want = (s: DesiredVm["spec"], generation = 1, forceStop = false): DesiredV
   forceStop,
 });
 
+/**
+ * As an agent before a restart: a reconciler that runs `desired` until
+ * `name` is RUNNING, then closes. Returns the VM's handle.
+ */
+async function runThenStop(
+  dir: string,
+  desired: DesiredVm[],
+  name: string,
+  backends?: () => VmBackend[],
+  ms?: number,
+) {
+  const before = reconciler(dir, backends?.());
+  await before.r.open();
+  before.r.setDesired(desired);
+  await roundsUntil(before.r, () => before.of(name).includes("RUNNING"), ms);
+  const handle = before.r.handle(name)!;
+  await before.r.close();
+  return handle;
+}
+
+/** As an agent after a restart: a new reconciler over the same data directory, opened. */
+async function restarted(dir: string, desired: DesiredVm[], backends?: () => VmBackend[]) {
+  const after = reconciler(dir, backends?.());
+  await after.r.open();
+  after.r.setDesired(desired);
+  return after;
+}
+
 Deno.test("a desired VM is started and reported STARTING, then RUNNING, with the clock's time", async () => {
   await using dir = await dataDir();
   const { r, of, changes, clock } = reconciler(dir.path);
@@ -113,16 +141,9 @@ Deno.test("a start that fails is reported FAILED with why", async () => {
 Deno.test("after an agent restart, a running VM is adopted from its vm.json and not started again", async () => {
   await using dir = await dataDir();
   const desired = [want(spec("web"))];
-  const before = reconciler(dir.path);
-  await before.r.open();
-  before.r.setDesired(desired);
-  await roundsUntil(before.r, () => before.of("web").includes("RUNNING"));
-  const handle = before.r.handle("web")!;
-  await before.r.close();
+  const handle = await runThenStop(dir.path, desired, "web");
 
-  const after = reconciler(dir.path);
-  await after.r.open();
-  after.r.setDesired(desired);
+  const after = await restarted(dir.path, desired);
   const first = await after.r.reconcile();
   assertEquals(first.actions.map((a) => a.kind), ["adopt"]);
   await after.r.idle();
@@ -141,19 +162,12 @@ Deno.test("after an agent restart, a running VM is adopted from its vm.json and 
 Deno.test("a VM killed while the agent was down is reported FAILED with the signal that killed it", async () => {
   await using dir = await dataDir();
   const desired = [want(spec("web", { options: { restart: "never" } }))];
-  const before = reconciler(dir.path);
-  await before.r.open();
-  before.r.setDesired(desired);
-  await roundsUntil(before.r, () => before.of("web").includes("RUNNING"));
-  const handle = before.r.handle("web")!;
-  await before.r.close();
+  const handle = await runThenStop(dir.path, desired, "web");
 
   Deno.kill(handle.pid, "SIGKILL"); // while "the agent is down"
   while (await isRunning(vmIdentity(handle))) await new Promise((res) => setTimeout(res, 10));
 
-  const after = reconciler(dir.path);
-  await after.r.open();
-  after.r.setDesired(desired);
+  const after = await restarted(dir.path, desired);
   await roundsUntil(after.r, () => after.of("web").length > 0);
   assertEquals(after.of("web"), [
     "FAILED ended while the agent was not running: command: killed by SIGKILL (signal 9)",
@@ -179,16 +193,9 @@ Deno.test("after an agent restart, a running qemu VM is adopted over QMP, not bo
   await using dir = await dataDir();
   const qemu = () => [new QemuBackend({ dataDir: dir.path })];
   const desired = [want(await guestSpec("guest"))];
-  const before = reconciler(dir.path, qemu());
-  await before.r.open();
-  before.r.setDesired(desired);
-  await roundsUntil(before.r, () => before.of("guest").includes("RUNNING"), 20_000);
-  const handle = before.r.handle("guest")!;
-  await before.r.close();
+  const handle = await runThenStop(dir.path, desired, "guest", qemu, 20_000);
 
-  const after = reconciler(dir.path, qemu());
-  await after.r.open();
-  after.r.setDesired(desired);
+  const after = await restarted(dir.path, desired, qemu);
   await roundsUntil(after.r, () => after.of("guest").includes("RUNNING"), 20_000);
   assertEquals(after.of("guest"), ["RUNNING"]);
   assertEquals(after.r.handle("guest")?.pid, handle.pid);
