@@ -137,6 +137,22 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     why:
       "systemd-analyze: verifies deploy/blixard.service in tests/deploy/ (verify only, nothing is started)",
   },
+  {
+    name: "qemu-system-x86",
+    present: onPath("qemu-system-x86_64"),
+    why: "qemu: the hypervisor of the qemu VM backend's tests (tests/vm/), microVMs under TCG",
+  },
+  {
+    name: "busybox-static",
+    // The guest runs busybox alone, without a libc: the dynamic `busybox` package will not do.
+    present: runs("/bin/sh", "-c", "test -x /bin/busybox && ! ldd /bin/busybox"),
+    why: "a static busybox: the initramfs of the test guest the VM tests boot (src/vm/guest.ts)",
+  },
+  {
+    name: "linux-image-cloud-amd64",
+    present: runs("/bin/sh", "-c", "ls /boot/vmlinuz-*-cloud-amd64"),
+    why: "a kernel, and its power button modules, for the test guest the VM tests boot",
+  },
 ];
 
 /** Why setup could not leave every package present. */
