@@ -23,9 +23,18 @@ import {
   AppliedWriteSchema,
   type MemberRecord,
   MemberRecordSchema,
+  type StateCommand,
   StateCommandSchema,
   StateSnapshotSchema,
+  VmCreateCommandSchema,
+  VmDeleteCommandSchema,
+  VmDesiredCommandSchema,
+  VmPlaceCommandSchema,
+  type VmRecord,
+  VmReportCommandSchema,
 } from "../rpc/gen/blixard/v1/state_pb.ts";
+import { type VmEvent, VmSpecSchema } from "../rpc/gen/blixard/v1/vm_pb.ts";
+import { msOf, timestampOf, type VmApplyResult, type VmCommand, VmTable } from "./vms.ts";
 
 export type { MemberRecord };
 
@@ -63,7 +72,8 @@ export type Command =
     readonly value: string;
     readonly requestId?: string;
   }
-  | { readonly kind: "member_update"; readonly member: MemberRecord };
+  | { readonly kind: "member_update"; readonly member: MemberRecord }
+  | VmCommand;
 
 /** What applying an entry did, for the proposer's answer. */
 export type ApplyResult =
@@ -77,10 +87,16 @@ export type ApplyResult =
     readonly revision: number;
   }
   | { readonly ok: true; readonly kind: "member_update" }
+  | Extract<VmApplyResult, { ok: true }>
   | { readonly ok: false; readonly code: StateErrorCode; readonly message: string };
 
 /** Why a command was refused (deterministically, on every node). */
-export type StateErrorCode = "INVALID_ARGUMENT" | "RESOURCE_EXHAUSTED" | "NOT_FOUND" | "DATA_LOSS";
+export type StateErrorCode =
+  | "INVALID_ARGUMENT"
+  | "RESOURCE_EXHAUSTED"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "DATA_LOSS";
 
 /** A refused command or a bad encoding, with a code callers match on. */
 export class StateError extends Error {
@@ -132,6 +148,57 @@ export function encodeCommand(command: Command): Uint8Array {
         StateCommandSchema,
         create(StateCommandSchema, { command: { case: "memberUpdate", value: command.member } }),
       );
+    default:
+      return toBinary(
+        StateCommandSchema,
+        create(StateCommandSchema, { requestId, command: vmCommandOf(command) }),
+      );
+  }
+}
+
+/** A VM command as its state.proto message. */
+function vmCommandOf(c: VmCommand): StateCommand["command"] {
+  const at = timestampOf(c.atMs);
+  switch (c.kind) {
+    case "vm_create":
+      return {
+        case: "vmCreate",
+        value: create(VmCreateCommandSchema, { spec: c.spec, nodeId: BigInt(c.nodeId), at }),
+      };
+    case "vm_desired":
+      return {
+        case: "vmDesired",
+        value: create(VmDesiredCommandSchema, {
+          name: c.name,
+          desiredState: c.desiredState,
+          force: c.force,
+          at,
+        }),
+      };
+    case "vm_delete":
+      return { case: "vmDelete", value: create(VmDeleteCommandSchema, { name: c.name, at }) };
+    case "vm_report":
+      return {
+        case: "vmReport",
+        value: create(VmReportCommandSchema, {
+          name: c.name,
+          nodeId: BigInt(c.nodeId),
+          state: c.state,
+          exitReason: c.reason,
+          at,
+        }),
+      };
+    case "vm_place":
+      return {
+        case: "vmPlace",
+        value: create(VmPlaceCommandSchema, {
+          name: c.name,
+          fromNodeId: BigInt(c.fromNodeId),
+          nodeId: BigInt(c.nodeId),
+          reason: c.reason,
+          at,
+        }),
+      };
   }
 }
 
@@ -164,6 +231,45 @@ export function decodeCommand(data: Uint8Array): Command | null {
       };
     case "memberUpdate":
       return { kind: "member_update", member: c.value };
+    case "vmCreate":
+      return {
+        kind: "vm_create",
+        spec: c.value.spec ?? create(VmSpecSchema, {}),
+        nodeId: Number(c.value.nodeId),
+        atMs: msOf(c.value.at),
+        ...id,
+      };
+    case "vmDesired":
+      return {
+        kind: "vm_desired",
+        name: c.value.name,
+        desiredState: c.value.desiredState,
+        force: c.value.force,
+        atMs: msOf(c.value.at),
+        ...id,
+      };
+    case "vmDelete":
+      return { kind: "vm_delete", name: c.value.name, atMs: msOf(c.value.at), ...id };
+    case "vmReport":
+      return {
+        kind: "vm_report",
+        name: c.value.name,
+        nodeId: Number(c.value.nodeId),
+        state: c.value.state,
+        reason: c.value.exitReason,
+        atMs: msOf(c.value.at),
+        ...id,
+      };
+    case "vmPlace":
+      return {
+        kind: "vm_place",
+        name: c.value.name,
+        fromNodeId: Number(c.value.fromNodeId),
+        nodeId: Number(c.value.nodeId),
+        reason: c.value.reason,
+        atMs: msOf(c.value.at),
+        ...id,
+      };
     default:
       throw new StateError(
         "DATA_LOSS",
@@ -235,6 +341,7 @@ export class ClusterState {
   readonly #members = new Map<number, MemberRecord>();
   /** Results of the most recent writes with a request id, oldest first (insertion order). */
   readonly #recent = new Map<string, ApplyResult>();
+  #vms = new VmTable();
 
   /** The last log index applied. */
   get appliedIndex(): number {
@@ -326,9 +433,28 @@ export class ClusterState {
     return this.#members.get(nodeId);
   }
 
+  /** The VMs, by name. */
+  vms(): VmRecord[] {
+    return this.#vms.list();
+  }
+
+  /** The VM named `name`. */
+  vm(name: string): VmRecord | undefined {
+    return this.#vms.get(name);
+  }
+
+  /**
+   * The VM events after `revision`, oldest first; null when the kept
+   * history no longer reaches back that far.
+   */
+  vmEventsAfter(revision: number): VmEvent[] | null {
+    return this.#vms.eventsAfter(revision);
+  }
+
   /** The whole state as of {@link appliedIndex}, deterministic byte for byte. */
   snapshot(): Uint8Array {
     const keys = [...this.#metadata.keys()].sort();
+    const vms = this.#vms.snapshot();
     return toBinary(
       StateSnapshotSchema,
       create(StateSnapshotSchema, {
@@ -337,6 +463,9 @@ export class ClusterState {
         members: this.members(),
         metadata: keys.map((k) => metadataEntry(k, this.#metadata.get(k)!)),
         recentWrites: [...this.#recent].map(([requestId, r]) => appliedWrite(requestId, r)),
+        vms: vms.vms,
+        vmEvents: vms.events,
+        vmEventsDroppedThrough: BigInt(vms.droppedThrough),
       }),
     );
   }
@@ -370,6 +499,7 @@ export class ClusterState {
       state.#metadataBytes += bytes;
     }
     for (const w of snap.recentWrites) state.#recent.set(w.requestId, applyResultOf(w));
+    state.#vms = VmTable.restore(snap.vms, snap.vmEvents, Number(snap.vmEventsDroppedThrough));
     return state;
   }
 
@@ -415,6 +545,12 @@ export class ClusterState {
         }
         return { ok: true, kind: "metadata_delete", existed: s !== undefined };
       }
+      case "vm_create":
+      case "vm_desired":
+      case "vm_delete":
+      case "vm_report":
+      case "vm_place":
+        return this.#vms.apply(index, command);
       case "member_update": {
         const id = Number(command.member.nodeId);
         if (!this.#members.has(id)) {
@@ -459,6 +595,8 @@ export class ClusterState {
 function appliedWrite(requestId: string, r: ApplyResult): AppliedWrite {
   const result: AppliedWrite["result"] = !r.ok
     ? { case: "refusedCode", value: r.code }
+    : r.kind === "vm" || r.kind === "vm_deleted" || r.kind === "vm_unchanged"
+    ? { case: "vmApplied", value: true }
     : r.kind === "metadata_put"
     ? { case: "revision", value: BigInt(r.revision) }
     : r.kind === "metadata_cas"
@@ -489,6 +627,8 @@ function applyResultOf(w: AppliedWrite): ApplyResult {
       return { ok: true, kind: "metadata_cas", succeeded: false, revision: Number(w.result.value) };
     case "existed":
       return { ok: true, kind: "metadata_delete", existed: w.result.value };
+    case "vmApplied":
+      return { ok: true, kind: "vm_unchanged" };
     default:
       return { ok: true, kind: "noop" };
   }

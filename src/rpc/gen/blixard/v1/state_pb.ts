@@ -13,13 +13,17 @@ import type { IrohAddress } from "./common_pb.ts";
 import { file_blixard_v1_common } from "./common_pb.ts";
 import type { MetadataEntry } from "./metadata_pb.ts";
 import { file_blixard_v1_metadata } from "./metadata_pb.ts";
+import type { Vm, VmDesiredState, VmEvent, VmSpec, VmState } from "./vm_pb.ts";
+import { file_blixard_v1_vm } from "./vm_pb.ts";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file blixard/v1/state.proto.
  */
 export const file_blixard_v1_state: GenFile = /*@__PURE__*/
-  fileDesc("ChZibGl4YXJkL3YxL3N0YXRlLnByb3RvEgpibGl4YXJkLnYxIqQCCgxTdGF0ZUNvbW1hbmQSEgoKcmVxdWVzdF9pZBgFIAEoCRI2CgxtZXRhZGF0YV9wdXQYASABKAsyHi5ibGl4YXJkLnYxLk1ldGFkYXRhUHV0Q29tbWFuZEgAEjwKD21ldGFkYXRhX2RlbGV0ZRgCIAEoCzIhLmJsaXhhcmQudjEuTWV0YWRhdGFEZWxldGVDb21tYW5kSAASTAoYbWV0YWRhdGFfY29tcGFyZV9hbmRfc2V0GAMgASgLMiguYmxpeGFyZC52MS5NZXRhZGF0YUNvbXBhcmVBbmRTZXRDb21tYW5kSAASMQoNbWVtYmVyX3VwZGF0ZRgEIAEoCzIYLmJsaXhhcmQudjEuTWVtYmVyUmVjb3JkSABCCQoHY29tbWFuZCIwChJNZXRhZGF0YVB1dENvbW1hbmQSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJIiQKFU1ldGFkYXRhRGVsZXRlQ29tbWFuZBILCgNrZXkYASABKAkiVQocTWV0YWRhdGFDb21wYXJlQW5kU2V0Q29tbWFuZBILCgNrZXkYASABKAkSGQoRZXhwZWN0ZWRfcmV2aXNpb24YAiABKAQSDQoFdmFsdWUYAyABKAkifwoMTWVtYmVyUmVjb3JkEg8KB25vZGVfaWQYASABKAQSJQoEaXJvaBgCIAEoCzIXLmJsaXhhcmQudjEuSXJvaEFkZHJlc3MSFAoMZ3JwY19hZGRyZXNzGAMgASgJEg0KBXZjcHVzGAQgASgNEhIKCm1lbW9yeV9taWIYBSABKAQixwEKDVN0YXRlU25hcHNob3QSFgoOZm9ybWF0X3ZlcnNpb24YASABKA0SFQoNYXBwbGllZF9pbmRleBgCIAEoBBIpCgdtZW1iZXJzGAMgAygLMhguYmxpeGFyZC52MS5NZW1iZXJSZWNvcmQSKwoIbWV0YWRhdGEYBCADKAsyGS5ibGl4YXJkLnYxLk1ldGFkYXRhRW50cnkSLwoNcmVjZW50X3dyaXRlcxgFIAMoCzIYLmJsaXhhcmQudjEuQXBwbGllZFdyaXRlIrABCgxBcHBsaWVkV3JpdGUSEgoKcmVxdWVzdF9pZBgBIAEoCRISCghyZXZpc2lvbhgCIAEoBEgAEhEKB2V4aXN0ZWQYAyABKAhIABIdChNmYWlsZWRfY2FzX3JldmlzaW9uGAQgASgESAASFgoMcmVmdXNlZF9jb2RlGAUgASgJSAASFwoPcmVmdXNlZF9tZXNzYWdlGAYgASgJEgsKA2NhcxgHIAEoCEIICgZyZXN1bHRiBnByb3RvMw", [file_blixard_v1_common, file_blixard_v1_metadata]);
+  fileDesc("ChZibGl4YXJkL3YxL3N0YXRlLnByb3RvEgpibGl4YXJkLnYxIp4ECgxTdGF0ZUNvbW1hbmQSEgoKcmVxdWVzdF9pZBgFIAEoCRI2CgxtZXRhZGF0YV9wdXQYASABKAsyHi5ibGl4YXJkLnYxLk1ldGFkYXRhUHV0Q29tbWFuZEgAEjwKD21ldGFkYXRhX2RlbGV0ZRgCIAEoCzIhLmJsaXhhcmQudjEuTWV0YWRhdGFEZWxldGVDb21tYW5kSAASTAoYbWV0YWRhdGFfY29tcGFyZV9hbmRfc2V0GAMgASgLMiguYmxpeGFyZC52MS5NZXRhZGF0YUNvbXBhcmVBbmRTZXRDb21tYW5kSAASMQoNbWVtYmVyX3VwZGF0ZRgEIAEoCzIYLmJsaXhhcmQudjEuTWVtYmVyUmVjb3JkSAASMAoJdm1fY3JlYXRlGAYgASgLMhsuYmxpeGFyZC52MS5WbUNyZWF0ZUNvbW1hbmRIABIyCgp2bV9kZXNpcmVkGAcgASgLMhwuYmxpeGFyZC52MS5WbURlc2lyZWRDb21tYW5kSAASMAoJdm1fZGVsZXRlGAggASgLMhsuYmxpeGFyZC52MS5WbURlbGV0ZUNvbW1hbmRIABIwCgl2bV9yZXBvcnQYCSABKAsyGy5ibGl4YXJkLnYxLlZtUmVwb3J0Q29tbWFuZEgAEi4KCHZtX3BsYWNlGAogASgLMhouYmxpeGFyZC52MS5WbVBsYWNlQ29tbWFuZEgAQgkKB2NvbW1hbmQibAoPVm1DcmVhdGVDb21tYW5kEiAKBHNwZWMYASABKAsyEi5ibGl4YXJkLnYxLlZtU3BlYxIPCgdub2RlX2lkGAIgASgEEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKAQoQVm1EZXNpcmVkQ29tbWFuZBIMCgRuYW1lGAEgASgJEjEKDWRlc2lyZWRfc3RhdGUYAiABKA4yGi5ibGl4YXJkLnYxLlZtRGVzaXJlZFN0YXRlEg0KBWZvcmNlGAMgASgIEiYKAmF0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJHCg9WbURlbGV0ZUNvbW1hbmQSDAoEbmFtZRgBIAEoCRImCgJhdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikQEKD1ZtUmVwb3J0Q29tbWFuZBIMCgRuYW1lGAEgASgJEg8KB25vZGVfaWQYAiABKAQSIgoFc3RhdGUYAyABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSEwoLZXhpdF9yZWFzb24YBCABKAkSJgoCYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn0KDlZtUGxhY2VDb21tYW5kEgwKBG5hbWUYASABKAkSFAoMZnJvbV9ub2RlX2lkGAIgASgEEg8KB25vZGVfaWQYAyABKAQSDgoGcmVhc29uGAQgASgJEiYKAmF0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJOCghWbVJlY29yZBIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0SEgoKZ2VuZXJhdGlvbhgCIAEoBBISCgpmb3JjZV9zdG9wGAMgASgIIjAKEk1ldGFkYXRhUHV0Q29tbWFuZBILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAkiJAoVTWV0YWRhdGFEZWxldGVDb21tYW5kEgsKA2tleRgBIAEoCSJVChxNZXRhZGF0YUNvbXBhcmVBbmRTZXRDb21tYW5kEgsKA2tleRgBIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgCIAEoBBINCgV2YWx1ZRgDIAEoCSJ/CgxNZW1iZXJSZWNvcmQSDwoHbm9kZV9pZBgBIAEoBBIlCgRpcm9oGAIgASgLMhcuYmxpeGFyZC52MS5Jcm9oQWRkcmVzcxIUCgxncnBjX2FkZHJlc3MYAyABKAkSDQoFdmNwdXMYBCABKA0SEgoKbWVtb3J5X21pYhgFIAEoBCK1AgoNU3RhdGVTbmFwc2hvdBIWCg5mb3JtYXRfdmVyc2lvbhgBIAEoDRIVCg1hcHBsaWVkX2luZGV4GAIgASgEEikKB21lbWJlcnMYAyADKAsyGC5ibGl4YXJkLnYxLk1lbWJlclJlY29yZBIrCghtZXRhZGF0YRgEIAMoCzIZLmJsaXhhcmQudjEuTWV0YWRhdGFFbnRyeRIvCg1yZWNlbnRfd3JpdGVzGAUgAygLMhguYmxpeGFyZC52MS5BcHBsaWVkV3JpdGUSIQoDdm1zGAYgAygLMhQuYmxpeGFyZC52MS5WbVJlY29yZBImCgl2bV9ldmVudHMYByADKAsyEy5ibGl4YXJkLnYxLlZtRXZlbnQSIQoZdm1fZXZlbnRzX2Ryb3BwZWRfdGhyb3VnaBgIIAEoBCLGAQoMQXBwbGllZFdyaXRlEhIKCnJlcXVlc3RfaWQYASABKAkSEgoIcmV2aXNpb24YAiABKARIABIRCgdleGlzdGVkGAMgASgISAASHQoTZmFpbGVkX2Nhc19yZXZpc2lvbhgEIAEoBEgAEhYKDHJlZnVzZWRfY29kZRgFIAEoCUgAEhQKCnZtX2FwcGxpZWQYCCABKAhIABIXCg9yZWZ1c2VkX21lc3NhZ2UYBiABKAkSCwoDY2FzGAcgASgIQggKBnJlc3VsdGIGcHJvdG8z", [file_blixard_v1_common, file_blixard_v1_metadata, file_blixard_v1_vm, file_google_protobuf_timestamp]);
 
 /**
  * One command of the Raft log (an entry's data).
@@ -63,6 +67,36 @@ export type StateCommand = Message<"blixard.v1.StateCommand"> & {
      */
     value: MemberRecord;
     case: "memberUpdate";
+  } | {
+    /**
+     * @generated from field: blixard.v1.VmCreateCommand vm_create = 6;
+     */
+    value: VmCreateCommand;
+    case: "vmCreate";
+  } | {
+    /**
+     * @generated from field: blixard.v1.VmDesiredCommand vm_desired = 7;
+     */
+    value: VmDesiredCommand;
+    case: "vmDesired";
+  } | {
+    /**
+     * @generated from field: blixard.v1.VmDeleteCommand vm_delete = 8;
+     */
+    value: VmDeleteCommand;
+    case: "vmDelete";
+  } | {
+    /**
+     * @generated from field: blixard.v1.VmReportCommand vm_report = 9;
+     */
+    value: VmReportCommand;
+    case: "vmReport";
+  } | {
+    /**
+     * @generated from field: blixard.v1.VmPlaceCommand vm_place = 10;
+     */
+    value: VmPlaceCommand;
+    case: "vmPlace";
   } | { case: undefined; value?: undefined };
 };
 
@@ -72,6 +106,212 @@ export type StateCommand = Message<"blixard.v1.StateCommand"> & {
  */
 export const StateCommandSchema: GenMessage<StateCommand> = /*@__PURE__*/
   messageDesc(file_blixard_v1_state, 0);
+
+/**
+ * Creates a VM, placed on `node_id` (the proposer ran placement).
+ *
+ * @generated from message blixard.v1.VmCreateCommand
+ */
+export type VmCreateCommand = Message<"blixard.v1.VmCreateCommand"> & {
+  /**
+   * @generated from field: blixard.v1.VmSpec spec = 1;
+   */
+  spec?: VmSpec | undefined;
+
+  /**
+   * @generated from field: uint64 node_id = 2;
+   */
+  nodeId: bigint;
+
+  /**
+   * When the proposer took the request; every node records this time.
+   *
+   * @generated from field: google.protobuf.Timestamp at = 3;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmCreateCommand.
+ * Use `create(VmCreateCommandSchema)` to create a new message.
+ */
+export const VmCreateCommandSchema: GenMessage<VmCreateCommand> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 1);
+
+/**
+ * Start (RUNNING) or Stop (STOPPED) a VM.
+ *
+ * @generated from message blixard.v1.VmDesiredCommand
+ */
+export type VmDesiredCommand = Message<"blixard.v1.VmDesiredCommand"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: blixard.v1.VmDesiredState desired_state = 2;
+   */
+  desiredState: VmDesiredState;
+
+  /**
+   * Stop by killing it, not by asking the guest.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 4;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmDesiredCommand.
+ * Use `create(VmDesiredCommandSchema)` to create a new message.
+ */
+export const VmDesiredCommandSchema: GenMessage<VmDesiredCommand> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 2);
+
+/**
+ * Removes a VM from the cluster state; its node stops it and forgets it.
+ *
+ * @generated from message blixard.v1.VmDeleteCommand
+ */
+export type VmDeleteCommand = Message<"blixard.v1.VmDeleteCommand"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 2;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmDeleteCommand.
+ * Use `create(VmDeleteCommandSchema)` to create a new message.
+ */
+export const VmDeleteCommandSchema: GenMessage<VmDeleteCommand> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 3);
+
+/**
+ * A node's reconciler reports a VM's actual state.
+ *
+ * @generated from message blixard.v1.VmReportCommand
+ */
+export type VmReportCommand = Message<"blixard.v1.VmReportCommand"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The reporting node: a report from a node the VM is not placed on is ignored.
+   *
+   * @generated from field: uint64 node_id = 2;
+   */
+  nodeId: bigint;
+
+  /**
+   * @generated from field: blixard.v1.VmState state = 3;
+   */
+  state: VmState;
+
+  /**
+   * @generated from field: string exit_reason = 4;
+   */
+  exitReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 5;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmReportCommand.
+ * Use `create(VmReportCommandSchema)` to create a new message.
+ */
+export const VmReportCommandSchema: GenMessage<VmReportCommand> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 4);
+
+/**
+ * Moves a VM whose node was lost to another node, or marks it lost (node_id 0).
+ *
+ * @generated from message blixard.v1.VmPlaceCommand
+ */
+export type VmPlaceCommand = Message<"blixard.v1.VmPlaceCommand"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The node it was on: the move applies only if it still is.
+   *
+   * @generated from field: uint64 from_node_id = 2;
+   */
+  fromNodeId: bigint;
+
+  /**
+   * @generated from field: uint64 node_id = 3;
+   */
+  nodeId: bigint;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 5;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmPlaceCommand.
+ * Use `create(VmPlaceCommandSchema)` to create a new message.
+ */
+export const VmPlaceCommandSchema: GenMessage<VmPlaceCommand> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 5);
+
+/**
+ * A VM as the cluster state keeps it.
+ *
+ * @generated from message blixard.v1.VmRecord
+ */
+export type VmRecord = Message<"blixard.v1.VmRecord"> & {
+  /**
+   * @generated from field: blixard.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+
+  /**
+   * The log index of the last operator change of its desired state.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+
+  /**
+   * The last Stop asked to kill it.
+   *
+   * @generated from field: bool force_stop = 3;
+   */
+  forceStop: boolean;
+};
+
+/**
+ * Describes the message blixard.v1.VmRecord.
+ * Use `create(VmRecordSchema)` to create a new message.
+ */
+export const VmRecordSchema: GenMessage<VmRecord> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_state, 6);
 
 /**
  * @generated from message blixard.v1.MetadataPutCommand
@@ -93,7 +333,7 @@ export type MetadataPutCommand = Message<"blixard.v1.MetadataPutCommand"> & {
  * Use `create(MetadataPutCommandSchema)` to create a new message.
  */
 export const MetadataPutCommandSchema: GenMessage<MetadataPutCommand> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 1);
+  messageDesc(file_blixard_v1_state, 7);
 
 /**
  * @generated from message blixard.v1.MetadataDeleteCommand
@@ -110,7 +350,7 @@ export type MetadataDeleteCommand = Message<"blixard.v1.MetadataDeleteCommand"> 
  * Use `create(MetadataDeleteCommandSchema)` to create a new message.
  */
 export const MetadataDeleteCommandSchema: GenMessage<MetadataDeleteCommand> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 2);
+  messageDesc(file_blixard_v1_state, 8);
 
 /**
  * @generated from message blixard.v1.MetadataCompareAndSetCommand
@@ -137,7 +377,7 @@ export type MetadataCompareAndSetCommand = Message<"blixard.v1.MetadataCompareAn
  * Use `create(MetadataCompareAndSetCommandSchema)` to create a new message.
  */
 export const MetadataCompareAndSetCommandSchema: GenMessage<MetadataCompareAndSetCommand> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 3);
+  messageDesc(file_blixard_v1_state, 9);
 
 /**
  * A member as the cluster state records it: how to reach it and what it
@@ -183,7 +423,7 @@ export type MemberRecord = Message<"blixard.v1.MemberRecord"> & {
  * Use `create(MemberRecordSchema)` to create a new message.
  */
 export const MemberRecordSchema: GenMessage<MemberRecord> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 4);
+  messageDesc(file_blixard_v1_state, 10);
 
 /**
  * The state machine as of one log index.
@@ -223,6 +463,28 @@ export type StateSnapshot = Message<"blixard.v1.StateSnapshot"> & {
    * @generated from field: repeated blixard.v1.AppliedWrite recent_writes = 5;
    */
   recentWrites: AppliedWrite[];
+
+  /**
+   * Ordered by name.
+   *
+   * @generated from field: repeated blixard.v1.VmRecord vms = 6;
+   */
+  vms: VmRecord[];
+
+  /**
+   * The most recent VM events, oldest first (for WatchEvents' resumption).
+   *
+   * @generated from field: repeated blixard.v1.VmEvent vm_events = 7;
+   */
+  vmEvents: VmEvent[];
+
+  /**
+   * The index of the newest VM event no longer kept; 0 when none was dropped.
+   * A resumption from an older revision cannot be served.
+   *
+   * @generated from field: uint64 vm_events_dropped_through = 8;
+   */
+  vmEventsDroppedThrough: bigint;
 };
 
 /**
@@ -230,7 +492,7 @@ export type StateSnapshot = Message<"blixard.v1.StateSnapshot"> & {
  * Use `create(StateSnapshotSchema)` to create a new message.
  */
 export const StateSnapshotSchema: GenMessage<StateSnapshot> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 5);
+  messageDesc(file_blixard_v1_state, 11);
 
 /**
  * What a write with a request id did, to answer its retries.
@@ -280,6 +542,14 @@ export type AppliedWrite = Message<"blixard.v1.AppliedWrite"> & {
      */
     value: string;
     case: "refusedCode";
+  } | {
+    /**
+     * A VM command that applied: a retry reads the VM as it is now.
+     *
+     * @generated from field: bool vm_applied = 8;
+     */
+    value: boolean;
+    case: "vmApplied";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -300,5 +570,5 @@ export type AppliedWrite = Message<"blixard.v1.AppliedWrite"> & {
  * Use `create(AppliedWriteSchema)` to create a new message.
  */
 export const AppliedWriteSchema: GenMessage<AppliedWrite> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_state, 6);
+  messageDesc(file_blixard_v1_state, 12);
 
