@@ -65,4 +65,6 @@ export type {
   ServiceName,
   TransportConfig,
   TransportMode,
+  VmBackend,
+  VmConfig,
 } from "./types.ts";

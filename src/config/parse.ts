@@ -235,7 +235,7 @@ const UNSUPPORTED: readonly { keys: [string, string]; what: string; until: strin
 });
 
 function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
-  const { node, grpc, iroh, cluster, raft, limits } = file;
+  const { node, grpc, iroh, cluster, raft, vm, limits } = file;
   const transport = {
     ...file.transport,
     mode: impliedDual ? "dual" as const : file.transport.mode,
@@ -285,6 +285,13 @@ function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
       heartbeatTicks: raft.heartbeat_ticks,
       snapshotEveryEntries: raft.snapshot_every_entries,
       keepEntries: raft.keep_entries,
+    },
+    vm: {
+      backends: [...vm.backends],
+      ...defined({ vcpus: vm.vcpus, memoryMib: vm.memory_mib }),
+      accel: vm.accel,
+      qemuBinary: vm.qemu_binary,
+      nodeLostAfterMs: vm.node_lost_after_ms,
     },
     limits: {
       maxFrameBytes: limits.max_frame_bytes,

@@ -31,8 +31,10 @@ export type TransportMode = (typeof TRANSPORT_MODES)[number];
 export const RAFT_TRANSPORTS = ["grpc", "iroh", "adaptive"] as const;
 /** How Raft messages travel: `transport.migration.raft_transport`. */
 export type RaftTransport = (typeof RAFT_TRANSPORTS)[number];
-/** Values `vm.backend` will take (not supported yet). */
+/** Values of `vm.backends`. */
 export const VM_BACKENDS = ["qemu", "process"] as const;
+/** A VM backend a node runs: an entry of `vm.backends`. */
+export type VmBackend = (typeof VM_BACKENDS)[number];
 /** The named values of `iroh.relay` (the alternative is a list of URLs). */
 export const RELAY_MODES = ["default", "disabled"] as const;
 
@@ -51,6 +53,7 @@ export const DEFAULTS = {
   raftHeartbeatTicks: 1,
   raftSnapshotEveryEntries: 10_000,
   raftKeepEntries: 1_000,
+  vmNodeLostAfterMs: 30_000,
   maxConcurrentStreams: 16,
   requestDeadlineMs: 30_000,
   maxRequestDeadlineMs: 300_000,
@@ -557,20 +560,43 @@ const metrics = documented(
   },
 );
 
-const VMS_NOT_BUILT = "the VM backends are not built yet";
-
 const vm = documented(
   z.strictObject({
-    backend: notYet(
-      z.enum(VM_BACKENDS),
-      { what: "the agent runs no VMs", until: VMS_NOT_BUILT },
-      "What runs VMs placed on this node: `qemu` (a hypervisor process driven over QMP) or `process` (any command; for tests and custom runners).",
+    backends: documented(
+      z.array(z.enum(VM_BACKENDS)).min(1).superRefine(
+        (list, ctx) => noDuplicates(ctx, list, (b) => b, undefined, "vm.backends"),
+      ).default(["qemu"]),
+      {
+        description:
+          "The VM backends this node runs: `qemu` (a microVM under `qemu-system-x86_64 -M microvm`, driven over QMP) and `process` (runs any command an operator puts in a VM spec, as the agent's user: for tests and custom runners, so off unless listed). Placement puts a VM only on a node that runs its backend.",
+        allowed: `a non-empty list of ${VM_BACKENDS.map((b) => `"${b}"`).join(", ")}`,
+      },
+    ),
+    vcpus: documented(integer(1, 65_536).optional(), {
+      description:
+        "vCPUs this node offers to VMs: placement puts no more than this on it. Declared, not measured: overcommit by setting more than the host has.",
+      defaultText: "the host's CPU count",
+    }),
+    memory_mib: documented(integer(16, 1 << 30).optional(), {
+      description: "Memory this node offers to VMs, MiB.",
+      defaultText: "the host's total memory",
+    }),
+    accel: documented(z.enum(["auto", "kvm", "tcg"]).default("auto"), {
+      description:
+        "How qemu VMs run: `kvm` (hardware acceleration; refused if KVM does not work here), `tcg` (software emulation), or `auto`, which probes once whether a guest really runs under KVM and uses TCG when it does not (nested virtualisation often fails: docs/vm.md).",
+    }),
+    qemu_binary: documented(nonEmpty().default("qemu-system-x86_64"), {
+      description: "The qemu executable: a path, or a name looked up on PATH.",
+    }),
+    node_lost_after_ms: documented(
+      integer(1000, 86_400_000, "ms").default(DEFAULTS.vmNodeLostAfterMs),
+      {
+        description:
+          "A member the leader has not heard from for this long is lost: its VMs are moved to other nodes when their restart policy says so (`on-failure`, `always`), else marked `LOST`. A VM can run twice for a while if the lost node was only cut off: pick a time well above your network's hiccups.",
+      },
     ),
   }).prefault({}),
-  {
-    description:
-      `The VM backend. **Not supported yet** (${VMS_NOT_BUILT}): a file that sets any key of this table is refused.`,
-  },
+  { description: "The VMs this node runs." },
 );
 
 const limits = documented(
@@ -657,7 +683,7 @@ export const RULES: readonly string[] = [
   "Every `[[cluster.peers]]` has `endpoint_id` or `ticket`; peer ids and endpoint ids are unique, and no peer has this node's `node.id`.",
   "`limits.request_deadline_ms` is at most `limits.max_request_deadline_ms`.",
   "`limits.max_connection_buffer_bytes` is at least twice `limits.max_frame_bytes`.",
-  "Not supported yet, and refused when set: `metrics.bind` and `metrics.enabled` (the metrics endpoint is not built yet), `vm.backend` (the VM backends are not built yet).",
+  "Not supported yet, and refused when set: `metrics.bind` and `metrics.enabled` (the metrics endpoint is not built yet).",
   "`blixard config check` and `blixard node` also check the files the config names: `grpc.tls.cert_file`, `key_file` and `ca_file` must be readable; `iroh.secret_key_file`, if it exists, must be a readable regular file that group and others cannot access, and if it does not, its directory must exist or be creatable; `node.data_dir` must be a directory or creatable.",
 ];
 

@@ -9,9 +9,9 @@
  * @module
  */
 
-import type { RaftTransport, ServiceName, TransportMode } from "./schema.ts";
+import type { RaftTransport, ServiceName, TransportMode, VmBackend } from "./schema.ts";
 
-export type { RaftTransport, ServiceName, TransportMode };
+export type { RaftTransport, ServiceName, TransportMode, VmBackend };
 
 /**
  * The whole configuration of one agent. The keys that are not supported yet
@@ -24,6 +24,7 @@ export interface AgentConfig {
   readonly iroh: IrohConfig;
   readonly cluster: ClusterConfig;
   readonly raft: RaftConfig;
+  readonly vm: VmConfig;
   readonly limits: LimitsConfig;
 }
 
@@ -118,6 +119,18 @@ export interface RaftConfig {
   readonly heartbeatTicks: number;
   readonly snapshotEveryEntries: number;
   readonly keepEntries: number;
+}
+
+/** `[vm]`: the VMs this node runs. */
+export interface VmConfig {
+  readonly backends: readonly VmBackend[];
+  /** Declared vCPUs for VMs; absent: the host's CPU count. */
+  readonly vcpus?: number;
+  /** Declared memory for VMs, MiB; absent: the host's total memory. */
+  readonly memoryMib?: number;
+  readonly accel: "auto" | "kvm" | "tcg";
+  readonly qemuBinary: string;
+  readonly nodeLostAfterMs: number;
 }
 
 /** `[limits]`: bounds on what a peer controls. */

@@ -30,6 +30,12 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       snapshotEveryEntries: 10_000,
       keepEntries: 1_000,
     },
+    vm: {
+      backends: ["qemu"],
+      accel: "auto",
+      qemuBinary: "qemu-system-x86_64",
+      nodeLostAfterMs: 30_000,
+    },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,
       maxConnectionBufferBytes: 32 * 1024 * 1024,

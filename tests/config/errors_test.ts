@@ -262,7 +262,7 @@ endpoint_id = "nothex"
 [limits]
 max_frame_bytes = 1
 [vm]
-backend = "firecracker"
+backends = ["firecracker"]
 `);
   assertEquals(
     issues.map((i) => [i.path, i.code]).sort(),
@@ -274,7 +274,7 @@ backend = "firecracker"
       ["node.id", "out_of_range"],
       ["transport.migration.fallback_to_grpc", "wrong_type"],
       ["transport.migration.raft_transport", "invalid_value"],
-      ["vm.backend", "not_supported"],
+      ["vm.backends[0]", "invalid_value"],
     ],
   );
 });
@@ -307,21 +307,14 @@ Deno.test("keys whose feature is not built yet are refused, naming the key and w
 [metrics]
 bind = "0.0.0.0:9464"
 enabled = false
-[vm]
-backend = "qemu"
 `));
   assertEquals(issues.map((i) => [i.path, i.code]), [
     ["metrics.bind", "not_supported"],
     ["metrics.enabled", "not_supported"],
-    ["vm.backend", "not_supported"],
   ]);
   assertEquals(
     issues[0]!.message,
     'config: metrics.bind = "0.0.0.0:9464": not supported yet: the agent serves no /metrics, /healthz or /readyz (the metrics endpoint is not built yet); remove the key',
-  );
-  assertEquals(
-    issues[2]!.message,
-    'config: vm.backend = "qemu": not supported yet: the agent runs no VMs (the VM backends are not built yet); remove the key',
   );
   // Whatever the value: the key itself is what is refused, once.
   assertEquals(
@@ -329,9 +322,38 @@ backend = "qemu"
     [["metrics.bind", "not_supported"]],
   );
   // An empty table sets nothing, and the other errors of the file still come in the same pass.
-  assertEquals(valid(withNode("[metrics]\n[vm]\n")).warnings, []);
+  assertEquals(valid(withNode("[metrics]\n")).warnings, []);
   assertEquals(
-    invalid(withNode('[vm]\nbackend = "qemu"\n[transport]\nmode = "quic"\n')).map((i) => i.path),
-    ["transport.mode", "vm.backend"],
+    invalid(withNode('[metrics]\nbind = "x"\n[transport]\nmode = "quic"\n')).map((i) => i.path),
+    ["transport.mode", "metrics.bind"],
+  );
+});
+
+Deno.test("[vm] refuses an empty or repeated backend list and a backend it does not know", () => {
+  assertEquals(
+    invalid(withNode("[vm]\nbackends = []\n")).map((i) => [i.path, i.code]),
+    [["vm.backends", "invalid_value"]],
+  );
+  const repeated = invalid(withNode('[vm]\nbackends = ["qemu", "qemu"]\n'));
+  assertEquals(repeated.map((i) => i.path), ["vm.backends[1]"]);
+  const unknown = invalid(withNode('[vm]\nbackends = ["firecracker"]\n'));
+  assertEquals(
+    unknown[0]!.message,
+    'config: vm.backends[0] = "firecracker": expected "qemu" or "process"',
+  );
+  // The key of an older draft is named as unknown, not silently ignored.
+  assertEquals(invalid(withNode('[vm]\nbackend = "qemu"\n')).map((i) => [i.path, i.code]), [
+    ["vm.backend", "unknown_key"],
+  ]);
+  assertEquals(
+    valid(withNode('[vm]\nbackends = ["process"]\nvcpus = 4\nmemory_mib = 2048\n')).config.vm,
+    {
+      backends: ["process"],
+      vcpus: 4,
+      memoryMib: 2048,
+      accel: "auto",
+      qemuBinary: "qemu-system-x86_64",
+      nodeLostAfterMs: 30_000,
+    },
   );
 });

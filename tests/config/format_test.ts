@@ -54,6 +54,13 @@ max_concurrent_streams = 8
 request_deadline_ms = 5000
 max_request_deadline_ms = 60000
 shutdown_timeout_ms = 2500
+[vm]
+backends = ["process", "qemu"]
+vcpus = 6
+memory_mib = 12288
+accel = "tcg"
+qemu_binary = "/opt/qemu/bin/qemu-system-x86_64"
+node_lost_after_ms = 45000
 `;
 
 function roundTrip(config: AgentConfig): void {

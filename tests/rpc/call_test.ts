@@ -134,6 +134,7 @@ function setup(limits: Partial<RpcLimits> = {}) {
     delete: () => ({}),
     get: () => ({}),
     list: () => ({}),
+    reportStatus: () => ({}),
     async *watchEvents(req) {
       try {
         for (let i = 0n; i < BigInt(req.name === "forever" ? 1e9 : 3); i++) {

@@ -354,6 +354,7 @@ const REQUIRED: Record<string, { id: ServiceId; methods: [string, string][] }> =
       ["Get", "unary"],
       ["List", "unary"],
       ["WatchEvents", "server_streaming"],
+      ["ReportStatus", "unary"],
     ],
   },
   "blixard.v1.MonitoringService": {

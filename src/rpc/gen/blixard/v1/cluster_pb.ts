@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/cluster.proto.
  */
 export const file_blixard_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChhibGl4YXJkL3YxL2NsdXN0ZXIucHJvdG8SCmJsaXhhcmQudjEihAEKC0pvaW5SZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQSFQoLaXJvaF90aWNrZXQYAiABKAlIABIvCgxpcm9oX2FkZHJlc3MYAyABKAsyFy5ibGl4YXJkLnYxLklyb2hBZGRyZXNzSAASFAoMZ3JwY19hZGRyZXNzGAQgASgJQgYKBGlyb2giRgoMSm9pblJlc3BvbnNlEiMKB21lbWJlcnMYASADKAsyEi5ibGl4YXJkLnYxLk1lbWJlchIRCglsZWFkZXJfaWQYAiABKAQiHwoMTGVhdmVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQiDwoNTGVhdmVSZXNwb25zZSIzChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhYKDnRhcmdldF9ub2RlX2lkGAEgASgEIj0KGlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlEhEKCWxlYWRlcl9pZBgBIAEoBBIMCgR0ZXJtGAIgASgEMu4BCg5DbHVzdGVyU2VydmljZRI5CgRKb2luEhcuYmxpeGFyZC52MS5Kb2luUmVxdWVzdBoYLmJsaXhhcmQudjEuSm9pblJlc3BvbnNlEjwKBUxlYXZlEhguYmxpeGFyZC52MS5MZWF2ZVJlcXVlc3QaGS5ibGl4YXJkLnYxLkxlYXZlUmVzcG9uc2USYwoSVHJhbnNmZXJMZWFkZXJzaGlwEiUuYmxpeGFyZC52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0GiYuYmxpeGFyZC52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXNwb25zZWIGcHJvdG8z", [file_blixard_v1_common]);
+  fileDesc("ChhibGl4YXJkL3YxL2NsdXN0ZXIucHJvdG8SCmJsaXhhcmQudjEivAEKC0pvaW5SZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQSFQoLaXJvaF90aWNrZXQYAiABKAlIABIvCgxpcm9oX2FkZHJlc3MYAyABKAsyFy5ibGl4YXJkLnYxLklyb2hBZGRyZXNzSAASFAoMZ3JwY19hZGRyZXNzGAQgASgJEg0KBXZjcHVzGAUgASgNEhIKCm1lbW9yeV9taWIYBiABKAQSEwoLdm1fYmFja2VuZHMYByADKAlCBgoEaXJvaCJGCgxKb2luUmVzcG9uc2USIwoHbWVtYmVycxgBIAMoCzISLmJsaXhhcmQudjEuTWVtYmVyEhEKCWxlYWRlcl9pZBgCIAEoBCIfCgxMZWF2ZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCIPCg1MZWF2ZVJlc3BvbnNlIjMKGVRyYW5zZmVyTGVhZGVyc2hpcFJlcXVlc3QSFgoOdGFyZ2V0X25vZGVfaWQYASABKAQiPQoaVHJhbnNmZXJMZWFkZXJzaGlwUmVzcG9uc2USEQoJbGVhZGVyX2lkGAEgASgEEgwKBHRlcm0YAiABKAQy7gEKDkNsdXN0ZXJTZXJ2aWNlEjkKBEpvaW4SFy5ibGl4YXJkLnYxLkpvaW5SZXF1ZXN0GhguYmxpeGFyZC52MS5Kb2luUmVzcG9uc2USPAoFTGVhdmUSGC5ibGl4YXJkLnYxLkxlYXZlUmVxdWVzdBoZLmJsaXhhcmQudjEuTGVhdmVSZXNwb25zZRJjChJUcmFuc2ZlckxlYWRlcnNoaXASJS5ibGl4YXJkLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlcXVlc3QaJi5ibGl4YXJkLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlYgZwcm90bzM", [file_blixard_v1_common]);
 
 /**
  * @generated from message blixard.v1.JoinRequest
@@ -59,6 +59,25 @@ export type JoinRequest = Message<"blixard.v1.JoinRequest"> & {
    * @generated from field: string grpc_address = 4;
    */
   grpcAddress: string;
+
+  /**
+   * What the node declares it can run: vCPUs and memory for VMs, and its VM
+   * backends. A node announces them itself; an operator's join may leave them
+   * unset.
+   *
+   * @generated from field: uint32 vcpus = 5;
+   */
+  vcpus: number;
+
+  /**
+   * @generated from field: uint64 memory_mib = 6;
+   */
+  memoryMib: bigint;
+
+  /**
+   * @generated from field: repeated string vm_backends = 7;
+   */
+  vmBackends: string[];
 };
 
 /**

@@ -15,7 +15,78 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/vm.proto.
  */
 export const file_blixard_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("ChNibGl4YXJkL3YxL3ZtLnByb3RvEgpibGl4YXJkLnYxIqUCCgZWbVNwZWMSDAoEbmFtZRgBIAEoCRINCgV2Y3B1cxgCIAEoDRISCgptZW1vcnlfbWliGAMgASgEEg0KBWltYWdlGAQgASgJEg4KBmtlcm5lbBgFIAEoCRIPCgdiYWNrZW5kGAYgASgJEj8KD2JhY2tlbmRfb3B0aW9ucxgHIAMoCzImLmJsaXhhcmQudjEuVm1TcGVjLkJhY2tlbmRPcHRpb25zRW50cnkSMQoNZGVzaXJlZF9zdGF0ZRgIIAEoDjIaLmJsaXhhcmQudjEuVm1EZXNpcmVkU3RhdGUSDwoHbm9kZV9pZBgJIAEoBBo1ChNCYWNrZW5kT3B0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi6gEKCFZtU3RhdHVzEiIKBXN0YXRlGAEgASgOMhMuYmxpeGFyZC52MS5WbVN0YXRlEg8KB25vZGVfaWQYAiABKAQSEwoLZXhpdF9yZWFzb24YAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc3RhdGVfY2hhbmdlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoCVm0SIAoEc3BlYxgBIAEoCzISLmJsaXhhcmQudjEuVm1TcGVjEiQKBnN0YXR1cxgCIAEoCzIULmJsaXhhcmQudjEuVm1TdGF0dXMiMwoPQ3JlYXRlVm1SZXF1ZXN0EiAKBHNwZWMYASABKAsyEi5ibGl4YXJkLnYxLlZtU3BlYyIuChBDcmVhdGVWbVJlc3BvbnNlEhoKAnZtGAEgASgLMg4uYmxpeGFyZC52MS5WbSIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIi0KD1N0YXJ0Vm1SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0iLAoNU3RvcFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWZvcmNlGAIgASgIIiwKDlN0b3BWbVJlc3BvbnNlEhoKAnZtGAEgASgLMg4uYmxpeGFyZC52MS5WbSIfCg9EZWxldGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBEZWxldGVWbVJlc3BvbnNlIhwKDEdldFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIisKDUdldFZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtImUKDkxpc3RWbXNSZXF1ZXN0EhQKB25vZGVfaWQYASABKARIAIgBARInCgVzdGF0ZRgCIAEoDjITLmJsaXhhcmQudjEuVm1TdGF0ZUgBiAEBQgoKCF9ub2RlX2lkQggKBl9zdGF0ZSIuCg9MaXN0Vm1zUmVzcG9uc2USGwoDdm1zGAEgAygLMg4uYmxpeGFyZC52MS5WbSJ3ChRXYXRjaFZtRXZlbnRzUmVxdWVzdBIMCgRuYW1lGAEgASgJEhQKB25vZGVfaWQYAiABKARIAIgBARIYChBpbmNsdWRlX2V4aXN0aW5nGAMgASgIEhUKDWZyb21fcmV2aXNpb24YBCABKARCCgoIX25vZGVfaWQihQEKB1ZtRXZlbnQSJQoEa2luZBgBIAEoDjIXLmJsaXhhcmQudjEuVm1FdmVudEtpbmQSGgoCdm0YAiABKAsyDi5ibGl4YXJkLnYxLlZtEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWluZGV4GAQgASgEKm4KDlZtRGVzaXJlZFN0YXRlEiAKHFZNX0RFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIcChhWTV9ERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIcChhWTV9ERVNJUkVEX1NUQVRFX1NUT1BQRUQQAiq7AQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX1BFTkRJTkcQARIVChFWTV9TVEFURV9TVEFSVElORxACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxIVChFWTV9TVEFURV9TVE9QUElORxAEEhQKEFZNX1NUQVRFX1NUT1BQRUQQBRITCg9WTV9TVEFURV9GQUlMRUQQBhIRCg1WTV9TVEFURV9MT1NUEAcqwAEKC1ZtRXZlbnRLaW5kEh0KGVZNX0VWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9LSU5EX0VYSVNUSU5HEAESGQoVVk1fRVZFTlRfS0lORF9DUkVBVEVEEAISHgoaVk1fRVZFTlRfS0lORF9TUEVDX0NIQU5HRUQQAxIgChxWTV9FVkVOVF9LSU5EX1NUQVRVU19DSEFOR0VEEAQSGQoVVk1fRVZFTlRfS0lORF9ERUxFVEVEEAUy2wMKCVZtU2VydmljZRJDCgZDcmVhdGUSGy5ibGl4YXJkLnYxLkNyZWF0ZVZtUmVxdWVzdBocLmJsaXhhcmQudjEuQ3JlYXRlVm1SZXNwb25zZRJACgVTdGFydBIaLmJsaXhhcmQudjEuU3RhcnRWbVJlcXVlc3QaGy5ibGl4YXJkLnYxLlN0YXJ0Vm1SZXNwb25zZRI9CgRTdG9wEhkuYmxpeGFyZC52MS5TdG9wVm1SZXF1ZXN0GhouYmxpeGFyZC52MS5TdG9wVm1SZXNwb25zZRJDCgZEZWxldGUSGy5ibGl4YXJkLnYxLkRlbGV0ZVZtUmVxdWVzdBocLmJsaXhhcmQudjEuRGVsZXRlVm1SZXNwb25zZRI6CgNHZXQSGC5ibGl4YXJkLnYxLkdldFZtUmVxdWVzdBoZLmJsaXhhcmQudjEuR2V0Vm1SZXNwb25zZRI/CgRMaXN0EhouYmxpeGFyZC52MS5MaXN0Vm1zUmVxdWVzdBobLmJsaXhhcmQudjEuTGlzdFZtc1Jlc3BvbnNlEkYKC1dhdGNoRXZlbnRzEiAuYmxpeGFyZC52MS5XYXRjaFZtRXZlbnRzUmVxdWVzdBoTLmJsaXhhcmQudjEuVm1FdmVudDABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChNibGl4YXJkL3YxL3ZtLnByb3RvEgpibGl4YXJkLnYxIlUKFVJlcG9ydFZtU3RhdHVzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEisKB3JlcG9ydHMYAiADKAsyGi5ibGl4YXJkLnYxLlZtU3RhdHVzUmVwb3J0In8KDlZtU3RhdHVzUmVwb3J0EgwKBG5hbWUYASABKAkSIgoFc3RhdGUYAiABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSEwoLZXhpdF9yZWFzb24YAyABKAkSJgoCYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhgKFlJlcG9ydFZtU3RhdHVzUmVzcG9uc2UipQIKBlZtU3BlYxIMCgRuYW1lGAEgASgJEg0KBXZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSDQoFaW1hZ2UYBCABKAkSDgoGa2VybmVsGAUgASgJEg8KB2JhY2tlbmQYBiABKAkSPwoPYmFja2VuZF9vcHRpb25zGAcgAygLMiYuYmxpeGFyZC52MS5WbVNwZWMuQmFja2VuZE9wdGlvbnNFbnRyeRIxCg1kZXNpcmVkX3N0YXRlGAggASgOMhouYmxpeGFyZC52MS5WbURlc2lyZWRTdGF0ZRIPCgdub2RlX2lkGAkgASgEGjUKE0JhY2tlbmRPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLqAQoIVm1TdGF0dXMSIgoFc3RhdGUYASABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSDwoHbm9kZV9pZBgCIAEoBBITCgtleGl0X3JlYXNvbhgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzdGF0ZV9jaGFuZ2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMCgJWbRIgCgRzcGVjGAEgASgLMhIuYmxpeGFyZC52MS5WbVNwZWMSJAoGc3RhdHVzGAIgASgLMhQuYmxpeGFyZC52MS5WbVN0YXR1cyIzCg9DcmVhdGVWbVJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLmJsaXhhcmQudjEuVm1TcGVjIi4KEENyZWF0ZVZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtIh4KDlN0YXJ0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiLQoPU3RhcnRWbVJlc3BvbnNlEhoKAnZtGAEgASgLMg4uYmxpeGFyZC52MS5WbSIsCg1TdG9wVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiLAoOU3RvcFZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtIh8KD0RlbGV0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UiHAoMR2V0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiKwoNR2V0Vm1SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0iZQoOTGlzdFZtc1JlcXVlc3QSFAoHbm9kZV9pZBgBIAEoBEgAiAEBEicKBXN0YXRlGAIgASgOMhMuYmxpeGFyZC52MS5WbVN0YXRlSAGIAQFCCgoIX25vZGVfaWRCCAoGX3N0YXRlIi4KD0xpc3RWbXNSZXNwb25zZRIbCgN2bXMYASADKAsyDi5ibGl4YXJkLnYxLlZtIncKFFdhdGNoVm1FdmVudHNSZXF1ZXN0EgwKBG5hbWUYASABKAkSFAoHbm9kZV9pZBgCIAEoBEgAiAEBEhgKEGluY2x1ZGVfZXhpc3RpbmcYAyABKAgSFQoNZnJvbV9yZXZpc2lvbhgEIAEoBEIKCghfbm9kZV9pZCKFAQoHVm1FdmVudBIlCgRraW5kGAEgASgOMhcuYmxpeGFyZC52MS5WbUV2ZW50S2luZBIaCgJ2bRgCIAEoCzIOLmJsaXhhcmQudjEuVm0SKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFaW5kZXgYBCABKAQqbgoOVm1EZXNpcmVkU3RhdGUSIAocVk1fREVTSVJFRF9TVEFURV9VTlNQRUNJRklFRBAAEhwKGFZNX0RFU0lSRURfU1RBVEVfUlVOTklORxABEhwKGFZNX0RFU0lSRURfU1RBVEVfU1RPUFBFRBACKrsBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfUEVORElORxABEhUKEVZNX1NUQVRFX1NUQVJUSU5HEAISFAoQVk1fU1RBVEVfUlVOTklORxADEhUKEVZNX1NUQVRFX1NUT1BQSU5HEAQSFAoQVk1fU1RBVEVfU1RPUFBFRBAFEhMKD1ZNX1NUQVRFX0ZBSUxFRBAGEhEKDVZNX1NUQVRFX0xPU1QQByrAAQoLVm1FdmVudEtpbmQSHQoZVk1fRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlZNX0VWRU5UX0tJTkRfRVhJU1RJTkcQARIZChVWTV9FVkVOVF9LSU5EX0NSRUFURUQQAhIeChpWTV9FVkVOVF9LSU5EX1NQRUNfQ0hBTkdFRBADEiAKHFZNX0VWRU5UX0tJTkRfU1RBVFVTX0NIQU5HRUQQBBIZChVWTV9FVkVOVF9LSU5EX0RFTEVURUQQBTKyBAoJVm1TZXJ2aWNlEkMKBkNyZWF0ZRIbLmJsaXhhcmQudjEuQ3JlYXRlVm1SZXF1ZXN0GhwuYmxpeGFyZC52MS5DcmVhdGVWbVJlc3BvbnNlEkAKBVN0YXJ0EhouYmxpeGFyZC52MS5TdGFydFZtUmVxdWVzdBobLmJsaXhhcmQudjEuU3RhcnRWbVJlc3BvbnNlEj0KBFN0b3ASGS5ibGl4YXJkLnYxLlN0b3BWbVJlcXVlc3QaGi5ibGl4YXJkLnYxLlN0b3BWbVJlc3BvbnNlEkMKBkRlbGV0ZRIbLmJsaXhhcmQudjEuRGVsZXRlVm1SZXF1ZXN0GhwuYmxpeGFyZC52MS5EZWxldGVWbVJlc3BvbnNlEjoKA0dldBIYLmJsaXhhcmQudjEuR2V0Vm1SZXF1ZXN0GhkuYmxpeGFyZC52MS5HZXRWbVJlc3BvbnNlEj8KBExpc3QSGi5ibGl4YXJkLnYxLkxpc3RWbXNSZXF1ZXN0GhsuYmxpeGFyZC52MS5MaXN0Vm1zUmVzcG9uc2USRgoLV2F0Y2hFdmVudHMSIC5ibGl4YXJkLnYxLldhdGNoVm1FdmVudHNSZXF1ZXN0GhMuYmxpeGFyZC52MS5WbUV2ZW50MAESVQoMUmVwb3J0U3RhdHVzEiEuYmxpeGFyZC52MS5SZXBvcnRWbVN0YXR1c1JlcXVlc3QaIi5ibGl4YXJkLnYxLlJlcG9ydFZtU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message blixard.v1.ReportVmStatusRequest
+ */
+export type ReportVmStatusRequest = Message<"blixard.v1.ReportVmStatusRequest"> & {
+  /**
+   * The reporting node: it must be the caller.
+   *
+   * @generated from field: uint64 node_id = 1;
+   */
+  nodeId: bigint;
+
+  /**
+   * @generated from field: repeated blixard.v1.VmStatusReport reports = 2;
+   */
+  reports: VmStatusReport[];
+};
+
+/**
+ * Describes the message blixard.v1.ReportVmStatusRequest.
+ * Use `create(ReportVmStatusRequestSchema)` to create a new message.
+ */
+export const ReportVmStatusRequestSchema: GenMessage<ReportVmStatusRequest> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_vm, 0);
+
+/**
+ * One VM's actual state as its node saw it.
+ *
+ * @generated from message blixard.v1.VmStatusReport
+ */
+export type VmStatusReport = Message<"blixard.v1.VmStatusReport"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: blixard.v1.VmState state = 2;
+   */
+  state: VmState;
+
+  /**
+   * @generated from field: string exit_reason = 3;
+   */
+  exitReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 4;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message blixard.v1.VmStatusReport.
+ * Use `create(VmStatusReportSchema)` to create a new message.
+ */
+export const VmStatusReportSchema: GenMessage<VmStatusReport> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_vm, 1);
+
+/**
+ * @generated from message blixard.v1.ReportVmStatusResponse
+ */
+export type ReportVmStatusResponse = Message<"blixard.v1.ReportVmStatusResponse"> & {
+};
+
+/**
+ * Describes the message blixard.v1.ReportVmStatusResponse.
+ * Use `create(ReportVmStatusResponseSchema)` to create a new message.
+ */
+export const ReportVmStatusResponseSchema: GenMessage<ReportVmStatusResponse> = /*@__PURE__*/
+  messageDesc(file_blixard_v1_vm, 2);
 
 /**
  * What an operator asks for.
@@ -87,7 +158,7 @@ export type VmSpec = Message<"blixard.v1.VmSpec"> & {
  * Use `create(VmSpecSchema)` to create a new message.
  */
 export const VmSpecSchema: GenMessage<VmSpec> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 0);
+  messageDesc(file_blixard_v1_vm, 3);
 
 /**
  * What is.
@@ -142,7 +213,7 @@ export type VmStatus = Message<"blixard.v1.VmStatus"> & {
  * Use `create(VmStatusSchema)` to create a new message.
  */
 export const VmStatusSchema: GenMessage<VmStatus> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 1);
+  messageDesc(file_blixard_v1_vm, 4);
 
 /**
  * @generated from message blixard.v1.Vm
@@ -164,7 +235,7 @@ export type Vm = Message<"blixard.v1.Vm"> & {
  * Use `create(VmSchema)` to create a new message.
  */
 export const VmSchema: GenMessage<Vm> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 2);
+  messageDesc(file_blixard_v1_vm, 5);
 
 /**
  * @generated from message blixard.v1.CreateVmRequest
@@ -183,7 +254,7 @@ export type CreateVmRequest = Message<"blixard.v1.CreateVmRequest"> & {
  * Use `create(CreateVmRequestSchema)` to create a new message.
  */
 export const CreateVmRequestSchema: GenMessage<CreateVmRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 3);
+  messageDesc(file_blixard_v1_vm, 6);
 
 /**
  * @generated from message blixard.v1.CreateVmResponse
@@ -200,7 +271,7 @@ export type CreateVmResponse = Message<"blixard.v1.CreateVmResponse"> & {
  * Use `create(CreateVmResponseSchema)` to create a new message.
  */
 export const CreateVmResponseSchema: GenMessage<CreateVmResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 4);
+  messageDesc(file_blixard_v1_vm, 7);
 
 /**
  * @generated from message blixard.v1.StartVmRequest
@@ -217,7 +288,7 @@ export type StartVmRequest = Message<"blixard.v1.StartVmRequest"> & {
  * Use `create(StartVmRequestSchema)` to create a new message.
  */
 export const StartVmRequestSchema: GenMessage<StartVmRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 5);
+  messageDesc(file_blixard_v1_vm, 8);
 
 /**
  * @generated from message blixard.v1.StartVmResponse
@@ -234,7 +305,7 @@ export type StartVmResponse = Message<"blixard.v1.StartVmResponse"> & {
  * Use `create(StartVmResponseSchema)` to create a new message.
  */
 export const StartVmResponseSchema: GenMessage<StartVmResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 6);
+  messageDesc(file_blixard_v1_vm, 9);
 
 /**
  * @generated from message blixard.v1.StopVmRequest
@@ -258,7 +329,7 @@ export type StopVmRequest = Message<"blixard.v1.StopVmRequest"> & {
  * Use `create(StopVmRequestSchema)` to create a new message.
  */
 export const StopVmRequestSchema: GenMessage<StopVmRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 7);
+  messageDesc(file_blixard_v1_vm, 10);
 
 /**
  * @generated from message blixard.v1.StopVmResponse
@@ -275,7 +346,7 @@ export type StopVmResponse = Message<"blixard.v1.StopVmResponse"> & {
  * Use `create(StopVmResponseSchema)` to create a new message.
  */
 export const StopVmResponseSchema: GenMessage<StopVmResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 8);
+  messageDesc(file_blixard_v1_vm, 11);
 
 /**
  * @generated from message blixard.v1.DeleteVmRequest
@@ -292,7 +363,7 @@ export type DeleteVmRequest = Message<"blixard.v1.DeleteVmRequest"> & {
  * Use `create(DeleteVmRequestSchema)` to create a new message.
  */
 export const DeleteVmRequestSchema: GenMessage<DeleteVmRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 9);
+  messageDesc(file_blixard_v1_vm, 12);
 
 /**
  * @generated from message blixard.v1.DeleteVmResponse
@@ -305,7 +376,7 @@ export type DeleteVmResponse = Message<"blixard.v1.DeleteVmResponse"> & {
  * Use `create(DeleteVmResponseSchema)` to create a new message.
  */
 export const DeleteVmResponseSchema: GenMessage<DeleteVmResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 10);
+  messageDesc(file_blixard_v1_vm, 13);
 
 /**
  * @generated from message blixard.v1.GetVmRequest
@@ -322,7 +393,7 @@ export type GetVmRequest = Message<"blixard.v1.GetVmRequest"> & {
  * Use `create(GetVmRequestSchema)` to create a new message.
  */
 export const GetVmRequestSchema: GenMessage<GetVmRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 11);
+  messageDesc(file_blixard_v1_vm, 14);
 
 /**
  * @generated from message blixard.v1.GetVmResponse
@@ -339,7 +410,7 @@ export type GetVmResponse = Message<"blixard.v1.GetVmResponse"> & {
  * Use `create(GetVmResponseSchema)` to create a new message.
  */
 export const GetVmResponseSchema: GenMessage<GetVmResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 12);
+  messageDesc(file_blixard_v1_vm, 15);
 
 /**
  * @generated from message blixard.v1.ListVmsRequest
@@ -365,7 +436,7 @@ export type ListVmsRequest = Message<"blixard.v1.ListVmsRequest"> & {
  * Use `create(ListVmsRequestSchema)` to create a new message.
  */
 export const ListVmsRequestSchema: GenMessage<ListVmsRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 13);
+  messageDesc(file_blixard_v1_vm, 16);
 
 /**
  * @generated from message blixard.v1.ListVmsResponse
@@ -384,7 +455,7 @@ export type ListVmsResponse = Message<"blixard.v1.ListVmsResponse"> & {
  * Use `create(ListVmsResponseSchema)` to create a new message.
  */
 export const ListVmsResponseSchema: GenMessage<ListVmsResponse> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 14);
+  messageDesc(file_blixard_v1_vm, 17);
 
 /**
  * @generated from message blixard.v1.WatchVmEventsRequest
@@ -428,7 +499,7 @@ export type WatchVmEventsRequest = Message<"blixard.v1.WatchVmEventsRequest"> & 
  * Use `create(WatchVmEventsRequestSchema)` to create a new message.
  */
 export const WatchVmEventsRequestSchema: GenMessage<WatchVmEventsRequest> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 15);
+  messageDesc(file_blixard_v1_vm, 18);
 
 /**
  * @generated from message blixard.v1.VmEvent
@@ -468,7 +539,7 @@ export type VmEvent = Message<"blixard.v1.VmEvent"> & {
  * Use `create(VmEventSchema)` to create a new message.
  */
 export const VmEventSchema: GenMessage<VmEvent> = /*@__PURE__*/
-  messageDesc(file_blixard_v1_vm, 16);
+  messageDesc(file_blixard_v1_vm, 19);
 
 /**
  * The state an operator asks a VM to be in.
@@ -681,6 +752,17 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchVmEventsRequestSchema;
     output: typeof VmEventSchema;
+  },
+  /**
+   * Internal: a node reports the actual state of VMs placed on it. Cluster
+   * members only, each for itself; anyone else gets PERMISSION_DENIED.
+   *
+   * @generated from rpc blixard.v1.VmService.ReportStatus
+   */
+  reportStatus: {
+    methodKind: "unary";
+    input: typeof ReportVmStatusRequestSchema;
+    output: typeof ReportVmStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_blixard_v1_vm, 0);
