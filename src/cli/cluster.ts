@@ -308,7 +308,7 @@ async function joinCommand(r: Run): Promise<number> {
     throw callFailed(`${name}: ${where} did not add node ${id}`, e, member.target);
   }
   console.error(
-    `node ${id} is a member (leader node ${joined.leaderId}); waiting until it is a voter`,
+    `the cluster added node ${id} (leader node ${joined.leaderId}); waiting until it is a voter`,
   );
   const watched = node ?? member.target;
   const final = await untilVoter(r, id, watched, node !== null);
@@ -492,12 +492,14 @@ async function untilVoter(
         return { cluster, raft };
       }
       const role = raft.voters.includes(id)
-        ? "a voter"
+        ? "is a voter"
         : raft.learners.includes(id)
-        ? "a learner"
-        : "not a member yet";
+        ? "is a learner, catching up"
+        : self
+        ? "has not received the membership yet"
+        : "is not a member yet";
       const leader = raft.leaderId === 0n ? "no leader known" : `leader node ${raft.leaderId}`;
-      state = `node ${id} is ${role} (${leader})`;
+      state = `node ${id} ${role} (${leader})`;
       last = `${state}; ${asking} has applied up to ${raft.appliedIndex}`;
     } catch (e) {
       state = `${asking} did not answer: ${e instanceof RpcError ? rpcFailure(e) : e}`;
