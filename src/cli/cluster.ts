@@ -11,7 +11,6 @@
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { type AgentConfig, loadConfigFile } from "../config/mod.ts";
 import { createClient } from "../rpc/client.ts";
@@ -45,8 +44,8 @@ import {
 import {
   callFailed,
   checkTicket,
-  Dialer,
-  parseMs,
+  type ClientRun,
+  clientSubcommand,
   protoJson,
   rpcFailure,
   shortId,
@@ -179,10 +178,7 @@ interface ClusterValues extends TargetValues {
 }
 
 /** What a cluster subcommand runs with. */
-interface Run {
-  readonly name: string;
-  readonly values: ClusterValues;
-  readonly dialer: Dialer;
+interface Run extends ClientRun<ClusterValues> {
   /** When the command must be done, `performance.now()` ms. */
   readonly deadline: number;
 }
@@ -193,26 +189,13 @@ function subcommand(
   options: OptionSpecs,
   run: (r: Run) => Promise<number>,
 ): Subcommand {
-  const name = `cluster ${sub}`;
-  return {
+  return clientSubcommand<ClusterValues>(
+    `cluster ${sub}`,
     help,
     options,
-    async run(args) {
-      const parsed = parseArgs({ args, options: options as ParseArgsOptionsConfig });
-      const values = parsed.values as ClusterValues;
-      if (values.help) {
-        console.log(help);
-        return ExitCode.Ok;
-      }
-      const timeoutMs = parseMs(name, "timeout", values.timeout!);
-      const dialer = new Dialer(name, values, Math.min(timeoutMs, CALL_MS));
-      try {
-        return await run({ name, values, dialer, deadline: performance.now() + timeoutMs });
-      } finally {
-        await dialer.close();
-      }
-    },
-  };
+    false,
+    (r) => run({ ...r, deadline: performance.now() + r.timeoutMs }),
+  );
 }
 
 /** What is left of the command's time, ms (at least 1, so a call still fails by itself). */

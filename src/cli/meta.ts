@@ -12,7 +12,6 @@
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { createClient } from "../rpc/client.ts";
 import type { Client } from "../rpc/services.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
@@ -38,8 +37,7 @@ import {
 } from "./common.ts";
 import {
   callFailed,
-  Dialer,
-  parseMs,
+  clientSubcommand,
   protoJson,
   TARGET_OPTIONS,
   targetHelp,
@@ -197,7 +195,7 @@ interface Call {
   readonly limit: number;
 }
 
-/** A meta subcommand: parses and checks, opens the target, runs, and closes. */
+/** A meta subcommand: checks its arguments, then calls the member. */
 function subcommand(
   sub: string,
   help: string,
@@ -205,43 +203,33 @@ function subcommand(
   run: (call: Call) => Promise<number>,
 ): Subcommand {
   const name = `meta ${sub}`;
-  return {
-    help,
-    options,
-    async run(args) {
-      const parsed = parseArgs({
-        args,
-        options: options as ParseArgsOptionsConfig,
-        allowPositionals: true,
+  return clientSubcommand<MetaValues>(name, help, options, true, async (r) => {
+    // Everything the command line can check is checked before a node is called.
+    const checked = await check(name, r.values, r.positionals);
+    const target = await r.dialer.member();
+    const client = createClient(Metadata, target.channel);
+    try {
+      return await run({
+        ...checked,
+        name,
+        json: r.values.json ?? false,
+        client,
+        deadlineMs: r.timeoutMs,
       });
-      const values = parsed.values as MetaValues;
-      if (values.help) {
-        console.log(help);
-        return ExitCode.Ok;
-      }
-      const deadlineMs = parseMs(name, "timeout", values.timeout!);
-      // Everything the command line can check is checked before a node is called.
-      const checked = await check(name, values, parsed.positionals);
-      const dialer = new Dialer(name, values, deadlineMs);
-      try {
-        const target = await dialer.member();
-        const client = createClient(Metadata, target.channel);
-        try {
-          return await run({ ...checked, name, json: values.json ?? false, client, deadlineMs });
-        } catch (e) {
-          throw callFailed(name, e, target, retryAdvice(e, checked.requestId));
-        }
-      } finally {
-        await dialer.close();
-      }
-    },
-  };
+    } catch (e) {
+      throw callFailed(name, e, target, retryAdvice(e, checked.requestId));
+    }
+  });
 }
 
 type Checked = Pick<Call, "key" | "requestId" | "value" | "expectedRevision" | "limit">;
 
 /** The arguments of meta `name`, checked as every node would check them; usage errors. */
-async function check(name: string, values: MetaValues, positionals: string[]): Promise<Checked> {
+async function check(
+  name: string,
+  values: MetaValues,
+  positionals: readonly string[],
+): Promise<Checked> {
   const sub = name.slice("meta ".length);
   const checked = { key: "", requestId: "", value: "", expectedRevision: 0n, limit: 0 };
   const [key, ...rest] = positionals;

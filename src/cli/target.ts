@@ -4,7 +4,7 @@
  * a failed call as the one line an operator reads.
  *
  * Owns: {@link TARGET_OPTIONS}, {@link targetHelp}, {@link Dialer},
- * {@link callFailed}, {@link protoJson}. Imports the typed client's
+ * {@link clientSubcommand}, {@link callFailed}, {@link protoJson}. Imports the typed client's
  * transport interface, the RPC errors, the Iroh and gRPC client transports
  * and the operator key file.
  *
@@ -12,6 +12,7 @@
  */
 
 import { dirname } from "node:path";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { type DescMessage, type JsonObject, type MessageShape, toJson } from "@bufbuild/protobuf";
 import type { CallTransport } from "../rpc/client.ts";
 import { Code, codeName, RpcError } from "../rpc/errors.ts";
@@ -26,7 +27,14 @@ import {
 import { IrohError } from "../transport/iroh/errors.ts";
 import { IrohRpcClient } from "../transport/iroh/rpc_client.ts";
 import { endpointIdOf, loadOrCreateSecretKey } from "../transport/iroh/secret_key.ts";
-import { CliError, operatorKeyPath, usage } from "./common.ts";
+import {
+  CliError,
+  ExitCode,
+  operatorKeyPath,
+  type OptionSpecs,
+  type Subcommand,
+  usage,
+} from "./common.ts";
 
 /** The options that say how to reach a node; every client subcommand has them. */
 export const TARGET_OPTIONS = {
@@ -196,6 +204,61 @@ export class Dialer {
       await iroh.endpoint.close();
     }
   }
+}
+
+/** The longest wait for one connection, ms, whatever a command's own timeout. */
+const CONNECT_MS = 10_000;
+
+/** What a subcommand that calls nodes runs with. */
+export interface ClientRun<V> {
+  /** `meta put`, for messages. */
+  readonly name: string;
+  readonly values: V;
+  readonly positionals: readonly string[];
+  readonly dialer: Dialer;
+  /** `--timeout`. */
+  readonly timeoutMs: number;
+}
+
+/**
+ * A subcommand that calls nodes (`meta put`, `cluster join`): parses its
+ * options (`--help`, `--timeout`, the target options), opens a
+ * {@link Dialer}, runs, and closes every channel whatever happens. Without
+ * `positionals`, an argument that is not an option is a usage error.
+ */
+export function clientSubcommand<V extends TargetValues & { timeout?: string; help?: boolean }>(
+  name: string,
+  help: string,
+  options: OptionSpecs,
+  positionals: boolean,
+  run: (r: ClientRun<V>) => Promise<number>,
+): Subcommand {
+  return {
+    help,
+    options,
+    async run(args) {
+      const parsed = parseArgs({
+        args,
+        options: options as ParseArgsOptionsConfig,
+        allowPositionals: true,
+      });
+      const values = parsed.values as unknown as V;
+      if (values.help) {
+        console.log(help);
+        return ExitCode.Ok;
+      }
+      if (!positionals && parsed.positionals.length > 0) {
+        throw usage(name, `${name}: unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+      }
+      const timeoutMs = parseMs(name, "timeout", values.timeout ?? "");
+      const dialer = new Dialer(name, values, Math.min(timeoutMs, CONNECT_MS));
+      try {
+        return await run({ name, values, positionals: parsed.positionals, dialer, timeoutMs });
+      } finally {
+        await dialer.close();
+      }
+    },
+  };
 }
 
 /** A usage error for a ticket that does not parse, with `advice`. */
