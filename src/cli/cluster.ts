@@ -25,7 +25,7 @@ import type {
   GetClusterStatusResponse,
   GetRaftStatusResponse,
 } from "../rpc/gen/blixard/v1/status_pb.ts";
-import { RpcError } from "../rpc/errors.ts";
+import { Code, RpcError } from "../rpc/errors.ts";
 import { Cluster, Status } from "../rpc/services.ts";
 import { transportsOf } from "../runner/routing.ts";
 import type { GrpcClientTls } from "../transport/grpc/client.ts";
@@ -85,6 +85,10 @@ const TRANSFER_OPTIONS = {
 
 /** The longest one call of these commands may take but the change itself, ms. */
 const CALL_MS = 10_000;
+/** How long a membership change is retried while the cluster says "not now", ms. */
+const RETRY_MS = 5_000;
+/** The pause between those tries, ms. */
+const RETRY_PAUSE_MS = 250;
 /** How often join asks whether the new node votes yet, ms. */
 const POLL_MS = 200;
 /** The longest one status call of join's wait may take, ms. */
@@ -203,6 +207,37 @@ function remaining(r: Run): number {
   return Math.max(1, Math.round(r.deadline - performance.now()));
 }
 
+/**
+ * A membership change: `call` with the rest of the command's time, tried
+ * again while the cluster answers that it cannot do it now
+ * (FAILED_PRECONDITION: a change pending, a leader whose first entry has not
+ * committed yet; UNAVAILABLE: no leader known, as after a transfer), as
+ * proto/blixard/v1/cluster.proto's services ask of a caller, for at most
+ * {@link RETRY_MS}. Nothing was changed by a refused call, so trying again
+ * is safe; a join or a transfer that did happen is answered the same way again.
+ */
+async function change<T>(
+  r: Run,
+  target: Target,
+  failure: string,
+  call: (deadlineMs: number) => Promise<T>,
+): Promise<T> {
+  const until = Math.min(r.deadline, performance.now() + RETRY_MS);
+  for (;;) {
+    try {
+      return await call(remaining(r));
+    } catch (e) {
+      const temporary = e instanceof RpcError &&
+        (e.code === Code.FAILED_PRECONDITION || e.code === Code.UNAVAILABLE);
+      if (!temporary || performance.now() + RETRY_PAUSE_MS >= until) {
+        throw callFailed(`${r.name}: ${failure}`, e, target);
+      }
+      console.error(`${rpcFailure(e)}; trying again`);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+    }
+  }
+}
+
 /** A node id option: 1..2^53-1, or a usage error naming the option. */
 function nodeIdOption(name: string, option: string, text: string): bigint {
   if (!/^\d{1,16}$/.test(text) || Number(text) < 1 || Number(text) > Number.MAX_SAFE_INTEGER) {
@@ -282,14 +317,12 @@ async function joinCommand(r: Run): Promise<number> {
   }
   const id = request!.nodeId;
   console.error(`asking ${where} to add node ${id} (${describeJoin(request!)})`);
-  let joined;
-  try {
-    joined = await createClient(Cluster, member.target.channel).join(request!, {
-      deadlineMs: remaining(r),
-    });
-  } catch (e) {
-    throw callFailed(`${name}: ${where} did not add node ${id}`, e, member.target);
-  }
+  const joined = await change(
+    r,
+    member.target,
+    `${where} did not add node ${id}`,
+    (deadlineMs) => createClient(Cluster, member.target.channel).join(request!, { deadlineMs }),
+  );
   console.error(
     `the cluster added node ${id} (leader node ${joined.leaderId}); waiting until it is a voter`,
   );
@@ -515,13 +548,13 @@ async function leaveCommand(r: Run): Promise<number> {
     : nodeIdOption(name, "node-id", values["node-id"]!);
   const member = await memberOf(r);
   const where = `node ${member.raft.nodeId} (${member.target.label})`;
-  try {
-    await createClient(Cluster, member.target.channel).leave({ nodeId: id }, {
-      deadlineMs: remaining(r),
-    });
-  } catch (e) {
-    throw callFailed(`${name}: ${where} did not remove node ${id}`, e, member.target);
-  }
+  await change(
+    r,
+    member.target,
+    `${where} did not remove node ${id}`,
+    (deadlineMs) =>
+      createClient(Cluster, member.target.channel).leave({ nodeId: id }, { deadlineMs }),
+  );
   if (values.json) printJson({ nodeId: `${id}` });
   else console.log(`node ${id} is no longer a member`);
   return ExitCode.Ok;
@@ -533,15 +566,16 @@ async function transferCommand(r: Run): Promise<number> {
   const to = nodeIdOption(name, "to", values.to);
   const member = await memberOf(r);
   const where = `node ${member.raft.nodeId} (${member.target.label})`;
-  let res;
-  try {
-    res = await createClient(Cluster, member.target.channel).transferLeadership(
-      { targetNodeId: to },
-      { deadlineMs: remaining(r) },
-    );
-  } catch (e) {
-    throw callFailed(`${name}: ${where} did not hand leadership to node ${to}`, e, member.target);
-  }
+  const res = await change(
+    r,
+    member.target,
+    `${where} did not hand leadership to node ${to}`,
+    (deadlineMs) =>
+      createClient(Cluster, member.target.channel).transferLeadership(
+        { targetNodeId: to },
+        { deadlineMs },
+      ),
+  );
   if (values.json) printJson(protoJson(TransferLeadershipResponseSchema, res));
   else console.log(`node ${res.leaderId} leads, term ${res.term}`);
   return ExitCode.Ok;
