@@ -96,9 +96,9 @@ const POLL_CALL_MS = 2_000;
 /** While nothing changes, join says it is still waiting this often, ms. */
 const STILL_WAITING_MS = 5_000;
 
-const JOIN_HELP =
-  `Usage: blixard cluster join --config FILE (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard cluster join --node-id N --node-ticket T [--node-grpc HOST:PORT] (--ticket TICKET | --addr HOST:PORT) [options]
+const JOIN_HELP = `Usage: blixard cluster join --config FILE (--ticket T | --addr A) [options]
+       blixard cluster join --node-id N (--node-ticket T2 | --node-grpc H:P)...
+                            (--ticket T | --addr A) [options]
 
 Adds a running node that waits to be joined ([cluster] bootstrap = false) to
 the cluster of the member at --ticket or --addr, and waits until the new node
@@ -113,44 +113,62 @@ operator's key), and asks the member to add it with them. Without FILE, say
 what to record (for scripts): --node-id, and --node-ticket or --node-grpc
 or both; the wait then asks the member.
 
-${
-    targetHelp(
-      "the member",
-      "how long to wait for the node to become a voter (default 60000)",
-    )
-  }
+Options:
   -c, --config FILE       the new node's configuration file
   --node-id N             without --config: the new node's id
-  --node-ticket T         without --config: the new node's Iroh ticket (the
+  --node-ticket T2        without --config: the new node's Iroh ticket (the
                           line it printed when it started)
-  --node-grpc HOST:PORT   without --config: where other members reach its gRPC
-                          listener
-  --json                  print the JoinResponse as JSON (docs/cli.md)`;
+  --node-grpc H:P         without --config: where other members reach its
+                          gRPC listener (with --node-ticket, or alone)
+  --json                  print the JoinResponse as JSON (docs/cli.md)
 
-const LEAVE_HELP =
-  `Usage: blixard cluster leave (--config FILE | --node-id N) (--ticket TICKET | --addr HOST:PORT) [options]
+${
+  targetHelp(
+    "the member",
+    "how long to wait for the node to become a voter (default\n                 60000)",
+    "Reaching the cluster:",
+  )
+}`;
+
+const LEAVE_HELP = `Usage: blixard cluster leave (--config FILE | --node-id N)
+                             (--ticket T | --addr A) [options]
 
 Removes a node from the cluster of the member at --ticket or --addr, and
 returns once the removal is committed. Removing the leader is allowed: it
 hands leadership to another voter first. The removed node keeps running but
 is no member; stop it, or empty its data_dir before it joins again.
 
-${targetHelp("the member", "how long to wait for the removal (default 30000)")}
+Options:
   -c, --config FILE   the configuration of the node to remove (its node.id)
   --node-id N         the node to remove
-  --json              print the removed node's id as JSON (docs/cli.md)`;
+  --json              print the removed node's id as JSON (docs/cli.md)
 
-const TRANSFER_HELP =
-  `Usage: blixard cluster transfer --to N (--ticket TICKET | --addr HOST:PORT) [options]
+${
+  targetHelp(
+    "the member",
+    "how long to wait for the removal (default 30000)",
+    "Reaching the cluster:",
+  )
+}`;
+
+const TRANSFER_HELP = `Usage: blixard cluster transfer --to N (--ticket T | --addr A) [options]
 
 Hands leadership to voter N (before maintenance on the leader's host, say),
 and returns once N leads.
 
-${targetHelp("the member", "how long to wait until N leads (default 30000)")}
+Options:
   --to N         the voter that should lead
-  --json         print the TransferLeadershipResponse as JSON (docs/cli.md)`;
+  --json         print the TransferLeadershipResponse as JSON (docs/cli.md)
 
-const HELP = `Usage: blixard cluster join|leave|transfer ... (--ticket TICKET | --addr HOST:PORT)
+${
+  targetHelp(
+    "the member",
+    "how long to wait until N leads (default 30000)",
+    "Reaching the cluster:",
+  )
+}`;
+
+const HELP = `Usage: blixard cluster join|leave|transfer ... (--ticket T | --addr A)
 
 Changes the cluster's membership, through any member (a follower forwards to
 the leader). Each change is committed through Raft before it is answered.

@@ -68,79 +68,91 @@ const LIST_OPTIONS = { ...READ_OPTIONS, limit: { type: "string" } } as const;
 const TARGET_HELP = targetHelp(
   "any member",
   "how long to wait for the answer (default 5000)",
+  "Reaching the cluster:",
 );
 
 const MAX_VALUE = `${METADATA_LIMITS.maxValueBytes} bytes (64 KiB) of UTF-8`;
 
-const REQUEST_ID_HELP =
+const WRITE_HELP =
   `  --request-id ID  the write's idempotency key, 1 to ${METADATA_LIMITS.maxRequestIdBytes} printable ASCII
-                   characters; a write whose id the cluster already applied
-                   is answered with its first result and not applied again
+                   characters: a write whose id the cluster applied already
+                   is answered with its first result, not applied again
                    (default: a new random id)
   -v, --verbose    print the request id on stderr`;
 
-const VALUE_HELP = `VALUE is the value itself, or - to read it from stdin; --value-file F
-reads it from F. A value is at most ${MAX_VALUE}.`;
+const VALUE_HELP = `VALUE is the value itself, or - to read it from stdin; --value-file F reads
+it from F. A value is at most ${MAX_VALUE}.`;
 
-const GET_HELP = `Usage: blixard meta get KEY (--ticket TICKET | --addr HOST:PORT) [options]
+const GET_HELP = `Usage: blixard meta get KEY (--ticket T | --addr A) [options]
 
 Prints KEY's value and revision (the Raft log index of the write that last
 changed it). The read is linearizable: it sees every write acknowledged
 before it started, on whichever member answers. The exit status is 1 when
 the key does not exist.
 
-${TARGET_HELP}
-  --json         print the GetMetadataResponse as JSON (docs/cli.md)`;
+Options:
+  --json         print the GetMetadataResponse as JSON (docs/cli.md)
 
-const PUT_HELP = `Usage: blixard meta put KEY VALUE (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard meta put KEY - (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard meta put KEY --value-file F (--ticket TICKET | --addr HOST:PORT) [options]
+${TARGET_HELP}`;
+
+const PUT_HELP = `Usage: blixard meta put KEY (VALUE | - | --value-file F) (--ticket T | --addr A)
+                        [options]
 
 Sets KEY to VALUE, creating it if missing, and prints its new revision once
-the write is committed. ${VALUE_HELP}
+the write is committed.
 
-${TARGET_HELP}
-${REQUEST_ID_HELP}
+${VALUE_HELP}
+
+Options:
   --value-file F   read the value from F
-  --json           print the PutMetadataResponse as JSON (docs/cli.md)`;
+${WRITE_HELP}
+  --json           print the PutMetadataResponse as JSON (docs/cli.md)
 
-const DEL_HELP = `Usage: blixard meta del KEY (--ticket TICKET | --addr HOST:PORT) [options]
+${TARGET_HELP}`;
+
+const DEL_HELP = `Usage: blixard meta del KEY (--ticket T | --addr A) [options]
 
 Removes KEY once the removal is committed, and says whether it existed.
 Removing a key that does not exist succeeds (exit status 0).
 
-${TARGET_HELP}
-${REQUEST_ID_HELP}
-  --json           print the DeleteMetadataResponse as JSON (docs/cli.md)`;
+Options:
+${WRITE_HELP}
+  --json           print the DeleteMetadataResponse as JSON (docs/cli.md)
 
-const CAS_HELP =
-  `Usage: blixard meta cas KEY --expect REV VALUE (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard meta cas KEY --expect REV - (--ticket TICKET | --addr HOST:PORT) [options]
-       blixard meta cas KEY --expect REV --value-file F (--ticket TICKET | --addr HOST:PORT) [options]
+${TARGET_HELP}`;
+
+const CAS_HELP = `Usage: blixard meta cas KEY --expect REV (VALUE | - | --value-file F)
+                        (--ticket T | --addr A) [options]
 
 Compare-and-set: sets KEY to VALUE only if its revision is REV (0: only if
-KEY does not exist), and prints the new revision. When the revision is
-another, nothing is written, the current revision is printed and the exit
-status is 1. ${VALUE_HELP}
+KEY does not exist), and prints the new revision. At another revision,
+nothing is written, the current revision is printed on stderr and the exit
+status is 1.
 
-${TARGET_HELP}
+${VALUE_HELP}
+
+Options:
   --expect REV     the revision KEY must have; 0 for "does not exist"
-${REQUEST_ID_HELP}
   --value-file F   read the value from F
+${WRITE_HELP}
   --json           print the CompareAndSetMetadataResponse as JSON
-                   (docs/cli.md)`;
+                   (docs/cli.md)
 
-const LIST_HELP = `Usage: blixard meta list [PREFIX] (--ticket TICKET | --addr HOST:PORT) [options]
+${TARGET_HELP}`;
+
+const LIST_HELP = `Usage: blixard meta list [PREFIX] (--ticket T | --addr A) [options]
 
 Prints the keys that start with PREFIX (every key without it), in key
 order, one line each with its value and revision. The read is linearizable.
 
-${TARGET_HELP}
-  --limit N      at most N keys, 1 to ${METADATA_LIMITS.maxListEntries} (default ${METADATA_LIMITS.maxListEntries}); when more match,
-                 stderr says so
-  --json         print the ListMetadataResponse as JSON (docs/cli.md)`;
+Options:
+  --limit N      at most N keys, 1 to ${METADATA_LIMITS.maxListEntries} (default ${METADATA_LIMITS.maxListEntries}); when more
+                 match, stderr says so
+  --json         print the ListMetadataResponse as JSON (docs/cli.md)
 
-const HELP = `Usage: blixard meta get|put|del|cas|list ... (--ticket TICKET | --addr HOST:PORT)
+${TARGET_HELP}`;
+
+const HELP = `Usage: blixard meta get|put|del|cas|list ... (--ticket T | --addr A)
 
 The cluster's metadata: a small replicated key-value namespace for
 operators' labels and annotations. Any member answers; writes are committed
@@ -153,8 +165,9 @@ Commands:
   cas KEY --expect REV VALUE  set a key only if its revision is REV
   list [PREFIX]               the keys with a prefix, in key order
 
-A key is 1 to ${METADATA_LIMITS.maxKeyBytes} bytes of UTF-8 without control characters; a value
-at most ${MAX_VALUE}. 'blixard meta COMMAND -h' for a command's options.`;
+A key is 1 to ${METADATA_LIMITS.maxKeyBytes} bytes of UTF-8 without control characters; a
+value at most ${MAX_VALUE}.
+'blixard meta COMMAND -h' for a command's options.`;
 
 /** `blixard meta`. */
 export const META_COMMAND = withSubcommands("meta", HELP, {

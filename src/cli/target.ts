@@ -61,11 +61,12 @@ export interface TargetValues {
 }
 
 /**
- * The help lines of {@link TARGET_OPTIONS} and `--timeout`, for a command
- * that calls `whom` ("the node", "a member") and waits `timeout` by default.
+ * The help lines of {@link TARGET_OPTIONS} and `--timeout` under `heading`,
+ * for a command that calls `whom` ("the node", "a member") and waits as
+ * `timeout` says (continuation lines indented by 17).
  */
-export function targetHelp(whom: string, timeout: string): string {
-  return `Options:
+export function targetHelp(whom: string, timeout: string, heading = "Options:"): string {
+  return `${heading}
   --ticket T     call ${whom} over Iroh: its ticket (the line a node prints
                  when it starts, or 'blixard key show --addr ...' on its host)
   --addr A       call ${whom} over gRPC: its [grpc] bind address
