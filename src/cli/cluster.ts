@@ -324,28 +324,24 @@ async function joinCommand(r: Run): Promise<number> {
   }
   // What the command line alone can refuse, it refuses before calling anyone.
   const config = byFile ? await configOf(values.config!) : null;
-  let request = config ? null : joinRequestFromOptions(name, values);
+  const given = config ? null : joinRequestFromOptions(name, values);
   const member = await memberOf(r);
   const where = `node ${member.raft.nodeId} (${member.target.label})`;
-  let node: Target | null = null;
-  if (config) {
-    const own = await ownMember(r, config, values.config!, member.raft);
-    node = own.target;
-    request = joinRequestOf(own.member);
-  }
-  const id = request!.nodeId;
-  console.error(`asking ${where} to add node ${id} (${describeJoin(request!)})`);
+  const own = config ? await ownMember(r, config, values.config!, member.raft) : null;
+  const request = own ? joinRequestOf(own.member) : given!;
+  const id = request.nodeId;
+  console.error(`asking ${where} to add node ${id} (${describeJoin(request)})`);
   const joined = await change(
     r,
     member.target,
     `${where} did not add node ${id}`,
-    (deadlineMs) => createClient(Cluster, member.target.channel).join(request!, { deadlineMs }),
+    (deadlineMs) => createClient(Cluster, member.target.channel).join(request, { deadlineMs }),
   );
   console.error(
     `the cluster added node ${id} (leader node ${joined.leaderId}); waiting until it is a voter`,
   );
-  const watched = node ?? member.target;
-  const final = await untilVoter(r, id, watched, node !== null);
+  // The new node says best whether it votes; without FILE, the member is asked.
+  const final = await untilVoter(r, id, own?.target ?? member.target, own !== null);
   if (values.json) {
     printJson(protoJson(JoinResponseSchema, joined));
   } else {
@@ -469,7 +465,9 @@ async function reachOwnNode(r: Run, config: AgentConfig, file: string): Promise<
     if (!bind || bind.port === 0) {
       why.push(`grpc.bind = "${config.grpc.bind}" names no fixed port`);
     } else if (certFile && !caFile && !r.values["tls-ca"]) {
-      why.push("its gRPC listener uses TLS and FILE names no CA to check it (grpc.tls.ca_file)");
+      why.push(
+        "its gRPC listener uses TLS, and neither grpc.tls.ca_file nor --tls-ca names the CA to check it",
+      );
     } else {
       const tls: GrpcClientTls | undefined = certFile
         ? {
