@@ -2,7 +2,9 @@
  * What the subcommands share: a usage error type, exit codes, output in
  * human or JSON form, and where the operator's key lives.
  *
- * Owns: {@link CliError}, {@link ExitCode}, {@link operatorKeyPath}. Imports nothing of the project.
+ * Owns: {@link CliError}, {@link ExitCode}, {@link Command} and the dispatch
+ * of a command's subcommands, {@link operatorKeyPath}. Imports nothing of the
+ * project.
  *
  * @module
  */
@@ -31,6 +33,61 @@ export class CliError extends Error {
 /** A usage error: exit status 2 and a pointer to the help. */
 export function usage(command: string, message: string): CliError {
   return new CliError(`${message}\nTry 'blixard ${command} --help'.`, ExitCode.Usage);
+}
+
+/** `parseArgs` options: each option's type, and its short letter if any. */
+export type OptionSpecs = Readonly<
+  Record<string, { readonly type: string; readonly short?: string }>
+>;
+
+/** A subcommand of a command (`meta put`): its help, its options, how it runs. */
+export interface Subcommand {
+  readonly help: string;
+  readonly options: OptionSpecs;
+  readonly run: (args: string[]) => Promise<number>;
+}
+
+/**
+ * A command: its help text, its options (as `parseArgs` takes them) and how
+ * it runs. A command with `subcommands` (`meta`, `cluster`) has an overview
+ * as its help and no options of its own; each subcommand has its own.
+ */
+export interface Command {
+  readonly help: string;
+  readonly options: OptionSpecs;
+  readonly run: (args: string[]) => Promise<number>;
+  readonly subcommands?: Readonly<Record<string, Subcommand>>;
+}
+
+/** A command made of `subcommands`, with `help` as its overview. */
+export function withSubcommands(
+  name: string,
+  help: string,
+  subcommands: Readonly<Record<string, Subcommand>>,
+): Command {
+  return {
+    help,
+    options: {},
+    subcommands,
+    run(args) {
+      const [first, ...rest] = args;
+      if (first === undefined || first === "--help" || first === "-h") {
+        console.log(help);
+        return Promise.resolve(ExitCode.Ok);
+      }
+      const sub = Object.hasOwn(subcommands, first) ? subcommands[first] : undefined;
+      if (!sub) {
+        const names = Object.keys(subcommands);
+        throw usage(
+          name,
+          `unknown ${name} command "${first}": expected ${names.slice(0, -1).join(", ")} or ${
+            names.at(-1)
+          }`,
+        );
+      }
+      return sub.run(rest);
+    },
+  };
 }
 
 /**

@@ -14,7 +14,9 @@ import { SecretKeyError } from "../transport/iroh/secret_key.ts";
 import { IrohError } from "../transport/iroh/errors.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { CALL_OPTIONS, callCommand, HEALTH_HELP, STATUS_HELP } from "./call.ts";
-import { CliError, ExitCode, printJson } from "./common.ts";
+import { CLUSTER_COMMAND } from "./cluster.ts";
+import { CliError, type Command, ExitCode, printJson } from "./common.ts";
+import { META_COMMAND } from "./meta.ts";
 import { CONFIG_HELP, CONFIG_OPTIONS, configCommand } from "./config.ts";
 import { KEY_HELP, KEY_OPTIONS, keyCommand } from "./key.ts";
 import {
@@ -40,11 +42,16 @@ Commands:
                                   names, print the effective one
   health (--ticket T | --addr A)  is a node serving? over Iroh (--ticket) or
                                   gRPC (--addr); version, uptime, round trip
-  status (--ticket T | --addr A)  members, leader, term and Raft state of a
-                                  node, over Iroh (--ticket) or gRPC (--addr)
+  status (--ticket T | --addr A)  members and their roles, leader, term, Raft
+                                  progress, over Iroh (--ticket) or gRPC (--addr)
+  meta get|put|del|cas|list       the cluster's metadata: read, write, delete,
+                                  compare-and-set, list keys by prefix
+  cluster join|leave|transfer     add a node that waits to be joined and wait
+                                  until it votes; remove a node; hand
+                                  leadership to another voter
   key generate|show               the Iroh identity (endpoint id, ticket)
   version                         agent, runtime and wire protocol versions
-  help [COMMAND]                  this help, or a command's
+  help [COMMAND [SUBCOMMAND]]     this help, or a command's
 
 Global options:
   -h, --help     help for the command
@@ -53,15 +60,9 @@ Global options:
 
 Exit status: 0 ok, 1 failure, 2 usage error.
 
-Not yet: vm, cluster join|leave, dev (a local 3-node cluster); see
-README.md, "Status".`;
+Not yet: vm, dev (a local 3-node cluster); see README.md, "Status".`;
 
-/** A subcommand: its help text, its options (as `parseArgs` takes them) and how it runs. */
-export interface Command {
-  readonly help: string;
-  readonly options: Readonly<Record<string, { readonly type: string; readonly short?: string }>>;
-  readonly run: (args: string[]) => Promise<number>;
-}
+export type { Command };
 
 /** Every subcommand but `version` and `help`, by name. */
 export const COMMANDS: Readonly<Record<string, Command>> = {
@@ -71,6 +72,8 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   health: { help: HEALTH_HELP, options: CALL_OPTIONS, run: (args) => callCommand("health", args) },
   status: { help: STATUS_HELP, options: CALL_OPTIONS, run: (args) => callCommand("status", args) },
   key: { help: KEY_HELP, options: KEY_OPTIONS, run: keyCommand },
+  meta: META_COMMAND,
+  cluster: CLUSTER_COMMAND,
 };
 
 /** Runs the command line with `args`; resolves with the process exit status. */
@@ -78,12 +81,15 @@ export async function main(args: readonly string[]): Promise<number> {
   const [first, ...rest] = args;
   try {
     if (first === undefined || first === "help" || first === "--help" || first === "-h") {
-      const topic = first === "help" ? rest[0] : undefined;
-      if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) {
-        console.error(`blixard: no help for "${topic}": unknown command\nTry 'blixard --help'.`);
+      const topic = first === "help" ? rest : [];
+      const help = helpOf(topic);
+      if (help === undefined) {
+        console.error(
+          `blixard: no help for "${topic.join(" ")}": unknown command\nTry 'blixard --help'.`,
+        );
         return ExitCode.Usage;
       }
-      console.log(topic === undefined ? HELP : COMMANDS[topic]!.help);
+      console.log(help);
       return ExitCode.Ok;
     }
     if (first === "version" || first === "--version" || first === "-V") {
@@ -102,6 +108,16 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (e) {
     return report(e);
   }
+}
+
+/** The help of `blixard help [COMMAND [SUBCOMMAND]]`; undefined for an unknown one. */
+function helpOf(topic: readonly string[]): string | undefined {
+  const [name, sub] = topic;
+  if (name === undefined) return HELP;
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name]! : undefined;
+  if (!command || sub === undefined) return command?.help;
+  const subs = command.subcommands;
+  return subs && Object.hasOwn(subs, sub) ? subs[sub]!.help : undefined;
 }
 
 /** One line (or a few) on stderr for an error, and its exit status. */

@@ -173,6 +173,8 @@ export class Consensus {
       })),
       lastLogIndex: BigInt(s.lastIndex),
       snapshotIndex: BigInt(this.#storage.snapshot().meta.index),
+      voters: s.voters.map(BigInt),
+      learners: s.learners.map(BigInt),
     };
   }
 

@@ -1,12 +1,15 @@
 /**
  * Shared by the command-line tests: run `blixard` from source as a child
- * process, start a real node and wait until it serves, and make the files
- * a node needs in a temporary directory.
+ * process (and check its `--json` against docs/cli.md), start a real node
+ * and wait until it serves, and make the files a node needs in a temporary
+ * directory.
  *
- * May import: tests/assert.ts; the command line only as a child process.
+ * May import: tests/assert.ts, ./json_doc.ts; the command line only as a
+ * child process.
  */
 
 import { assertEquals } from "../assert.ts";
+import { assertDocumented, jsonDoc } from "./json_doc.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const main = `${root}src/cli/main.ts`;
@@ -21,18 +24,50 @@ export interface Run {
 
 /**
  * Runs `blixard ARGS` to the end. `env` is added to this process's
- * environment; `cwd` defaults to the repository.
+ * environment; `cwd` defaults to the repository; `stdin` is written to its
+ * standard input (else it has none).
  */
 export async function blixard(
   args: string[],
-  options: { env?: Record<string, string>; cwd?: string } = {},
+  options: { env?: Record<string, string>; cwd?: string; stdin?: string } = {},
 ): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const command = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", main, ...args],
     cwd: options.cwd ?? root,
     env: { NO_COLOR: "1", ...options.env },
-  }).output();
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  if (options.stdin === undefined) {
+    const out = await command.output();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  }
+  const child = command.spawn();
+  const writer = child.stdin.getWriter();
+  // The child may stop reading early (a value over the limit): that is not the test's failure.
+  await writer.write(new TextEncoder().encode(options.stdin)).catch(() => {});
+  await writer.close().catch(() => {});
+  const out = await child.output();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/**
+ * Runs `blixard ARGS`, expects exit status `code` and one JSON document on
+ * stdout, checks it against the table `doc` of docs/cli.md, and returns it.
+ */
+export async function blixardJson(
+  doc: string,
+  args: string[],
+  code = 0,
+  options: { stdin?: string } = {},
+): Promise<Record<string, unknown>> {
+  const r = await blixard(args, options);
+  assertEquals(r.code, code, `blixard ${args.join(" ")}: ${r.stderr}`);
+  assertEquals(r.stdout.trim().split("\n").length, 1, r.stdout);
+  const value = JSON.parse(r.stdout);
+  assertDocumented(`blixard ${args.join(" ")}`, await jsonDoc(doc), value);
+  return value;
 }
 
 /** A `blixard node` child process that is serving. */

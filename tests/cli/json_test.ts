@@ -7,17 +7,13 @@
 
 import { assert, assertEquals, assertThrows } from "../assert.ts";
 import { assertDocumented, jsonDoc } from "./json_doc.ts";
-import { blixard, freeTcpPort, loopbackSections, operatorDir, startNode } from "./helpers.ts";
-
-/** Runs `blixard ARGS`, expects exit status `code` and one JSON document, checks it against the docs. */
-async function json(doc: string, args: string[], code = 0): Promise<Record<string, unknown>> {
-  const r = await blixard(args);
-  assertEquals(r.code, code, r.stderr);
-  assertEquals(r.stdout.trim().split("\n").length, 1, r.stdout);
-  const value = JSON.parse(r.stdout);
-  assertDocumented(`blixard ${args.join(" ")}`, await jsonDoc(doc), value);
-  return value;
-}
+import {
+  blixardJson as json,
+  freeTcpPort,
+  loopbackSections,
+  operatorDir,
+  startNode,
+} from "./helpers.ts";
 
 Deno.test("the docs check catches an undocumented key, a missing one and a wrong type", async () => {
   const doc = await jsonDoc("version");

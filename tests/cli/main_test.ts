@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { COMMANDS } from "../../src/cli/main.ts";
+import { type Command, COMMANDS } from "../../src/cli/main.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -35,23 +35,80 @@ Deno.test("blixard --help lists the commands, health and status over gRPC as wel
   assert(!/--addr|gRPC/.test(notYet), notYet);
 });
 
+/** The options a help text mentions (`--name`), `--help` aside. */
+function mentionedOptions(help: string): string[] {
+  const mentioned = new Set(
+    [...help.matchAll(/(?<![\w-])--([a-z][a-z-]*)/g)].map((m) => m[1]!),
+  );
+  mentioned.delete("help");
+  return [...mentioned].sort();
+}
+
+/** Fails unless `help` mentions exactly `options` and shows each short letter. */
+function assertOwnOptions(label: string, help: string, options: Command["options"]): void {
+  const own = Object.keys(options).filter((o) => o !== "help");
+  assertEquals(mentionedOptions(help), own.sort(), `${label}: options in its help`);
+  for (const [option, spec] of Object.entries(options)) {
+    if (spec.short && option !== "help") {
+      assert(help.includes(`-${spec.short}, --${option}`), `${label}: -${spec.short}`);
+    }
+  }
+}
+
 Deno.test("each subcommand's help is its own: its usage line, and exactly its own options", () => {
   for (const [name, command] of Object.entries(COMMANDS)) {
     const usages = [...command.help.matchAll(/^(?:Usage: | {7})blixard (\S+)/gm)].map((m) => m[1]);
     assert(usages.length > 0, `${name}: no usage line`);
     assertEquals(new Set(usages), new Set([name]), `${name}'s help shows another command's usage`);
-    const mentioned = new Set(
-      [...command.help.matchAll(/(?<![\w-])--([a-z][a-z-]*)/g)].map((m) => m[1]),
-    );
-    const own = Object.keys(command.options).filter((o) => o !== "help");
-    assertEquals([...mentioned].sort(), own.sort(), `${name}: options in its help`);
-    for (const [option, spec] of Object.entries(command.options)) {
-      if (spec.short && option !== "help") {
-        assert(command.help.includes(`-${spec.short}, --${option}`), `${name}: -${spec.short}`);
-      }
+    if (!command.subcommands) {
+      assertOwnOptions(name, command.help, command.options);
+      continue;
+    }
+    // An overview names its subcommands and no option they do not have.
+    const all = new Set(Object.values(command.subcommands).flatMap((s) => Object.keys(s.options)));
+    for (const option of mentionedOptions(command.help)) {
+      assert(
+        all.has(option),
+        `${name}: its overview mentions --${option}, which no subcommand has`,
+      );
+    }
+    for (const [subName, sub] of Object.entries(command.subcommands)) {
+      const label = `${name} ${subName}`;
+      assert(
+        new RegExp(`^  ${subName} `, "m").test(command.help),
+        `${name}: no line for ${subName}`,
+      );
+      const subUsages = [...sub.help.matchAll(/^(?:Usage: | {7})blixard (\S+ \S+)/gm)].map((m) =>
+        m[1]
+      );
+      assert(subUsages.length > 0, `${label}: no usage line`);
+      assertEquals(new Set(subUsages), new Set([label]), `${label}'s help shows another's usage`);
+      assertOwnOptions(label, sub.help, sub.options);
     }
   }
   assert(COMMANDS.health!.help !== COMMANDS.status!.help, "health and status share one help");
+});
+
+Deno.test("a subcommand's help is printed by --help, by -h and by 'blixard help COMMAND SUBCOMMAND'; an unknown subcommand is a usage error", async () => {
+  const put = COMMANDS.meta!.subcommands!.put!.help;
+  for (const args of [["meta", "put", "--help"], ["meta", "put", "-h"], ["help", "meta", "put"]]) {
+    const r = await blixard(...args);
+    assertEquals([r.code, r.stdout], [0, `${put}\n`], args.join(" "));
+  }
+  const overview = await blixard("cluster", "--help");
+  assertEquals([overview.code, overview.stdout], [0, `${COMMANDS.cluster!.help}\n`]);
+  const unknown = await blixard("cluster", "merge");
+  assertEquals(unknown.code, 2);
+  assert(
+    unknown.stderr.startsWith(
+      'blixard: unknown cluster command "merge": expected join, leave or transfer\n',
+    ),
+    unknown.stderr,
+  );
+  // An option of another subcommand is not this one's.
+  const foreign = await blixard("meta", "get", "k", "--expect", "3", "--addr", "127.0.0.1:1");
+  assertEquals(foreign.code, 2);
+  assert(foreign.stderr.includes("--expect"), foreign.stderr);
 });
 
 Deno.test("blixard help COMMAND prints that command's help; an unknown one is a usage error", async () => {

@@ -42,6 +42,111 @@ Deno.test("a refused gRPC connection ends with the reason, not an empty note", a
   );
 });
 
+Deno.test("a key too long and a value over 64 KiB, given, from a file or from stdin, are refused before any node is called", async () => {
+  await tempDir(async (dir) => {
+    // Nothing listens there: a check made after calling would fail with exit 1, not 2.
+    const nowhere = ["--addr", `127.0.0.1:${freeTcpPort()}`];
+    const long = await blixard(["meta", "get", "k".repeat(300), ...nowhere]);
+    assertEquals(long.code, 2, long.stderr);
+    assert(
+      long.stderr.startsWith("blixard: meta get: metadata key: 300 bytes; expected at most 256\n"),
+      long.stderr,
+    );
+
+    const big = "v".repeat(64 * 1024 + 1);
+    const given = await blixard(["meta", "put", "k", big, ...nowhere]);
+    assertEquals(given.code, 2, given.stderr);
+    assert(
+      given.stderr.startsWith(
+        "blixard: meta put: VALUE is 65537 bytes; a value is at most 65536 bytes (64 KiB) of UTF-8\n",
+      ),
+      given.stderr,
+    );
+    const file = `${dir}/big`;
+    await Deno.writeTextFile(file, big);
+    const fromFile = await blixard([
+      "meta",
+      "cas",
+      "k",
+      "--expect",
+      "0",
+      "--value-file",
+      file,
+      ...nowhere,
+    ]);
+    assertEquals(fromFile.code, 2, fromFile.stderr);
+    assert(
+      fromFile.stderr.startsWith(
+        `blixard: meta cas: the value in ${file} is over the limit: a value is at most 65536 bytes (64 KiB) of UTF-8\n`,
+      ),
+      fromFile.stderr,
+    );
+    const fromStdin = await blixard(["meta", "put", "k", "-", ...nowhere], { stdin: big });
+    assertEquals(fromStdin.code, 2, fromStdin.stderr);
+    assert(fromStdin.stderr.includes("the value in stdin is over the limit"), fromStdin.stderr);
+
+    // Exactly 64 KiB is allowed: this one gets as far as calling, and finds nobody.
+    const atLimit = await blixard(["meta", "put", "k", "-", ...nowhere], { stdin: big.slice(1) });
+    assertEquals(atLimit.code, 1, atLimit.stderr);
+    assert(atLimit.stderr.includes("ECONNREFUSED"), atLimit.stderr);
+  });
+});
+
+Deno.test("meta and cluster commands a node is not running for fail with exit 1 and the reason; malformed ones with exit 2", async () => {
+  const port = freeTcpPort();
+  const down = await blixard(["meta", "get", "k", "--addr", `127.0.0.1:${port}`]);
+  assertEquals(down.code, 1);
+  assert(
+    down.stderr.startsWith(`blixard: meta get: UNAVAILABLE:`) &&
+      down.stderr.endsWith(`ECONNREFUSED 127.0.0.1:${port}.\n`),
+    down.stderr,
+  );
+  const write = await blixard([
+    "meta",
+    "del",
+    "k",
+    "--request-id",
+    "r-1",
+    "--addr",
+    `127.0.0.1:${port}`,
+  ]);
+  assertEquals(write.code, 1);
+  assert(write.stderr.includes("run the same command with --request-id r-1"), write.stderr);
+  const member = await blixard(["cluster", "transfer", "--to", "2", "--addr", `127.0.0.1:${port}`]);
+  assertEquals(member.code, 1);
+  assert(
+    member.stderr.startsWith(
+      `blixard: cluster transfer: cannot reach the member at grpc 127.0.0.1:${port}: UNAVAILABLE:`,
+    ),
+    member.stderr,
+  );
+
+  const usageErrors: [string[], string][] = [
+    [["meta", "cas", "k", "v"], "meta cas: --expect REV is required"],
+    [["meta", "cas", "k", "--expect", "r7", "v"], "meta cas: --expect r7: expected a revision"],
+    [["meta", "put", "k"], "meta put: VALUE is required (or - for stdin, or --value-file F)"],
+    [["meta", "put", "k", "v", "w"], 'meta put: unexpected argument "w"'],
+    [["meta", "put", "k", "v", "--request-id", "has space"], "meta put: --request-id: request id"],
+    [["meta", "list", "--limit", "1001"], "meta list: --limit 1001: expected 1 to 1000"],
+    [["meta", "get", "k"], "meta get: give exactly one of --ticket (Iroh) or --addr (gRPC)"],
+    [
+      ["cluster", "join", "--node-id", "4"],
+      "cluster join: --node-id needs --node-ticket or --node-grpc",
+    ],
+    [["cluster", "join", "--config", "f.toml", "--node-id", "4"], "cluster join: --config reads"],
+    [["cluster", "leave", "--node-id", "0"], "cluster leave: --node-id 0: expected a node id"],
+    [["cluster", "transfer"], "cluster transfer: --to N is required"],
+  ];
+  for (const [args, message] of usageErrors) {
+    const r = await blixard([
+      ...args,
+      ...(args.includes("get") ? [] : ["--addr", `127.0.0.1:${port}`]),
+    ]);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert(r.stderr.startsWith(`blixard: ${message}`), `${args.join(" ")}: ${r.stderr}`);
+  }
+});
+
 /** Keeps the child's Deno cache where it is when HOME moves, so it need not start cold. */
 function denoDir(): Record<string, string> {
   const home = Deno.env.get("HOME");

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/status.proto.
  */
 export const file_blixard_v1_status: GenFile = /*@__PURE__*/
-  fileDesc("ChdibGl4YXJkL3YxL3N0YXR1cy5wcm90bxIKYmxpeGFyZC52MSIZChdHZXRDbHVzdGVyU3RhdHVzUmVxdWVzdCJxChhHZXRDbHVzdGVyU3RhdHVzUmVzcG9uc2USIwoHbWVtYmVycxgBIAMoCzISLmJsaXhhcmQudjEuTWVtYmVyEhEKCWxlYWRlcl9pZBgCIAEoBBIMCgR0ZXJtGAMgASgEEg8KB25vZGVfaWQYBCABKAQiFgoUR2V0UmFmdFN0YXR1c1JlcXVlc3QiSAoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAQSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBCLzAQoVR2V0UmFmdFN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSDAoEdGVybRgCIAEoBBIUCgxjb21taXRfaW5kZXgYAyABKAQSFQoNYXBwbGllZF9pbmRleBgEIAEoBBIiCgRyb2xlGAUgASgOMhQuYmxpeGFyZC52MS5SYWZ0Um9sZRIRCglsZWFkZXJfaWQYBiABKAQSJwoFcGVlcnMYByADKAsyGC5ibGl4YXJkLnYxLlBlZXJQcm9ncmVzcxIWCg5sYXN0X2xvZ19pbmRleBgIIAEoBBIWCg5zbmFwc2hvdF9pbmRleBgJIAEoBCqJAQoIUmFmdFJvbGUSGQoVUkFGVF9ST0xFX1VOU1BFQ0lGSUVEEAASFgoSUkFGVF9ST0xFX0ZPTExPV0VSEAESGwoXUkFGVF9ST0xFX1BSRV9DQU5ESURBVEUQAhIXChNSQUZUX1JPTEVfQ0FORElEQVRFEAMSFAoQUkFGVF9ST0xFX0xFQURFUhAEMsQBCg1TdGF0dXNTZXJ2aWNlEl0KEEdldENsdXN0ZXJTdGF0dXMSIy5ibGl4YXJkLnYxLkdldENsdXN0ZXJTdGF0dXNSZXF1ZXN0GiQuYmxpeGFyZC52MS5HZXRDbHVzdGVyU3RhdHVzUmVzcG9uc2USVAoNR2V0UmFmdFN0YXR1cxIgLmJsaXhhcmQudjEuR2V0UmFmdFN0YXR1c1JlcXVlc3QaIS5ibGl4YXJkLnYxLkdldFJhZnRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_blixard_v1_common]);
+  fileDesc("ChdibGl4YXJkL3YxL3N0YXR1cy5wcm90bxIKYmxpeGFyZC52MSIZChdHZXRDbHVzdGVyU3RhdHVzUmVxdWVzdCJxChhHZXRDbHVzdGVyU3RhdHVzUmVzcG9uc2USIwoHbWVtYmVycxgBIAMoCzISLmJsaXhhcmQudjEuTWVtYmVyEhEKCWxlYWRlcl9pZBgCIAEoBBIMCgR0ZXJtGAMgASgEEg8KB25vZGVfaWQYBCABKAQiFgoUR2V0UmFmdFN0YXR1c1JlcXVlc3QiSAoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAQSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBCKVAgoVR2V0UmFmdFN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSDAoEdGVybRgCIAEoBBIUCgxjb21taXRfaW5kZXgYAyABKAQSFQoNYXBwbGllZF9pbmRleBgEIAEoBBIiCgRyb2xlGAUgASgOMhQuYmxpeGFyZC52MS5SYWZ0Um9sZRIRCglsZWFkZXJfaWQYBiABKAQSJwoFcGVlcnMYByADKAsyGC5ibGl4YXJkLnYxLlBlZXJQcm9ncmVzcxIWCg5sYXN0X2xvZ19pbmRleBgIIAEoBBIWCg5zbmFwc2hvdF9pbmRleBgJIAEoBBIOCgZ2b3RlcnMYCiADKAQSEAoIbGVhcm5lcnMYCyADKAQqiQEKCFJhZnRSb2xlEhkKFVJBRlRfUk9MRV9VTlNQRUNJRklFRBAAEhYKElJBRlRfUk9MRV9GT0xMT1dFUhABEhsKF1JBRlRfUk9MRV9QUkVfQ0FORElEQVRFEAISFwoTUkFGVF9ST0xFX0NBTkRJREFURRADEhQKEFJBRlRfUk9MRV9MRUFERVIQBDLEAQoNU3RhdHVzU2VydmljZRJdChBHZXRDbHVzdGVyU3RhdHVzEiMuYmxpeGFyZC52MS5HZXRDbHVzdGVyU3RhdHVzUmVxdWVzdBokLmJsaXhhcmQudjEuR2V0Q2x1c3RlclN0YXR1c1Jlc3BvbnNlElQKDUdldFJhZnRTdGF0dXMSIC5ibGl4YXJkLnYxLkdldFJhZnRTdGF0dXNSZXF1ZXN0GiEuYmxpeGFyZC52MS5HZXRSYWZ0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_blixard_v1_common]);
 
 /**
  * @generated from message blixard.v1.GetClusterStatusRequest
@@ -158,7 +158,8 @@ export type GetRaftStatusResponse = Message<"blixard.v1.GetRaftStatusResponse"> 
   leaderId: bigint;
 
   /**
-   * One entry per other voter; filled only when role is LEADER.
+   * One entry per other member, voter or learner (see `voters` and
+   * `learners`); filled only when role is LEADER.
    *
    * @generated from field: repeated blixard.v1.PeerProgress peers = 7;
    */
@@ -177,6 +178,23 @@ export type GetRaftStatusResponse = Message<"blixard.v1.GetRaftStatusResponse"> 
    * @generated from field: uint64 snapshot_index = 9;
    */
   snapshotIndex: bigint;
+
+  /**
+   * The voters of the configuration this node works with, ascending. A
+   * follower's view may lag the leader's by the entries it has not received.
+   * Empty on a node that is not a member yet (waiting to be joined).
+   *
+   * @generated from field: repeated uint64 voters = 10;
+   */
+  voters: bigint[];
+
+  /**
+   * The learners of that configuration, ascending: members that receive the
+   * log but do not vote, such as a node just joined that is catching up.
+   *
+   * @generated from field: repeated uint64 learners = 11;
+   */
+  learners: bigint[];
 };
 
 /**
