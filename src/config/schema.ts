@@ -588,6 +588,10 @@ const vm = documented(
     qemu_binary: documented(nonEmpty().default("qemu-system-x86_64"), {
       description: "The qemu executable: a path, or a name looked up on PATH.",
     }),
+    on_agent_stop: documented(z.enum(["leave", "stop"]).default("leave"), {
+      description:
+        "What a graceful stop of the agent (SIGTERM) does to this node's VMs: `leave` them running, to be adopted by the next start (an agent upgrade or restart does not touch them), or `stop` them, each as a Stop would, within `limits.shutdown_timeout_ms`; the next start starts again those it stopped. VMs are never stopped by a crash or SIGKILL of the agent.",
+    }),
     node_lost_after_ms: documented(
       integer(1000, 86_400_000, "ms").default(DEFAULTS.vmNodeLostAfterMs),
       {

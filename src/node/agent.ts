@@ -275,15 +275,52 @@ export class Agent {
     return this.runner.peers().peer(address);
   }
 
-  /** Graceful stop: calls in flight get `limits.shutdown_timeout_ms`; consensus stops last. */
+  /**
+   * Graceful stop: a leader first hands leadership to the most up-to-date
+   * voter (so the cluster need not wait out an election timeout), then calls
+   * in flight get `limits.shutdown_timeout_ms`; consensus stops last.
+   */
   async stop(): Promise<{ abandoned: number }> {
     this.#stopping = true;
     clearTimeout(this.#announcing);
+    await this.#handOverLeadership();
     const result = await this.runner.stop();
-    await this.#vms?.close();
+    await this.#vms?.close(this.config.limits.shutdownTimeoutMs);
     this.outbox.close();
     this.#consensus?.close();
     return result;
+  }
+
+  /**
+   * If this node leads and another voter exists, transfers leadership to the
+   * voter with the longest log and waits until it leads: at most two election
+   * timeouts, and half the shutdown timeout. A failure is logged, never fatal.
+   */
+  async #handOverLeadership(): Promise<void> {
+    const c = this.#consensus;
+    if (!c || c.driver.failed || c.leader !== this.config.node.id) return;
+    const s = c.driver.status();
+    const to = s.peers.filter((p) => p.id !== s.id && s.voters.includes(p.id))
+      .sort((a, b) => b.match - a.match || a.id - b.id)[0]?.id;
+    if (to === undefined) return;
+    const { raft, limits } = this.config;
+    const waitMs = Math.min(2 * raft.electionTicks * raft.tickMs, limits.shutdownTimeoutMs / 2);
+    const started = Date.now();
+    try {
+      c.driver.transferLeadership(to);
+      while (c.leader === this.config.node.id || c.leader === 0) {
+        if (Date.now() - started > waitMs) {
+          throw new Error(`node ${to} did not take over in ${waitMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      this.#log.info("handed leadership over before stopping", {
+        to: c.leader,
+        took_ms: Date.now() - started,
+      });
+    } catch (e) {
+      this.#log.warn("could not hand leadership over before stopping", { to, error: e });
+    }
   }
 
   /** A typed client of node `nodeId`'s services; null when no address of it is known. */

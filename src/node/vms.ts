@@ -36,6 +36,7 @@ import {
   type ReportVmStatusRequestSchema,
   VmDesiredState,
   type VmSpec,
+  VmSpecSchema,
   VmState,
   type VmStatusReport,
   VmStatusReportSchema,
@@ -111,6 +112,10 @@ export class VmNode {
   #sending = false;
   #backoffMs = 0;
   #placing: Promise<unknown> = Promise.resolve();
+  /** What this node last made its reconciler run. */
+  #lastDesired: readonly DesiredVm[] = [];
+  /** VMs the agent stopped when it last stopped (on_agent_stop = stop), with their generation then. */
+  #stoppedByAgent: ReadonlyMap<string, number> = new Map();
 
   private constructor(
     o: VmNodeOptions,
@@ -164,6 +169,7 @@ export class VmNode {
     };
     const node = new VmNode(o, capacity, backends);
     await node.#reconciler.open();
+    node.#stoppedByAgent = await readStoppedByAgent(dataDir, log);
     return node;
   }
 
@@ -172,12 +178,47 @@ export class VmNode {
     this.#schedule();
   }
 
-  /** Stops reconciling and reporting; the VMs keep running (they outlive the agent). */
-  async close(): Promise<void> {
+  /**
+   * Stops reconciling and reporting. With `[vm] on_agent_stop = "leave"` the
+   * VMs keep running (they outlive the agent); with `"stop"` they are first
+   * stopped as a Stop would, waiting at most `withinMs`, and recorded so the
+   * next start starts them again.
+   */
+  async close(withinMs = 0): Promise<void> {
     this.#closed = true;
     this.#timer?.();
     for (const wake of this.#waiters) wake();
+    if (this.#o.config.vm.onAgentStop === "stop" && this.#running) await this.#stopAll(withinMs);
     await this.#reconciler.close();
+  }
+
+  async #stopAll(withinMs: number): Promise<void> {
+    const running = this.#lastDesired.filter((d) => d.spec.desiredState !== VmDesiredState.STOPPED);
+    if (running.length === 0) return;
+    this.#reconciler.setDesired(this.#lastDesired.map((d) => ({
+      ...d,
+      spec: create(VmSpecSchema, { ...d.spec, desiredState: VmDesiredState.STOPPED }),
+    })));
+    const stopped = (async () => {
+      await this.#reconciler.reconcile();
+      await this.#reconciler.idle();
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      stopped.then(() => false),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(true), withinMs)),
+    ]);
+    clearTimeout(timer);
+    if (late) this.#log.warn("VMs still stopping when the agent stopped", { within_ms: withinMs });
+    const record: Record<string, number> = {};
+    for (const d of running) record[d.spec.name] = Math.floor(d.generation / 2);
+    await Deno.writeTextFile(
+      join(this.#o.config.node.dataDir, STOPPED_BY_AGENT_FILE),
+      JSON.stringify(record),
+    ).catch((e) => this.#log.error("cannot record the VMs the agent stopped", { error: e }));
+    this.#log.info("stopped this node's VMs (vm.on_agent_stop = stop)", {
+      vms: Object.keys(record).join(","),
+    });
   }
 
   /**
@@ -356,7 +397,7 @@ export class VmNode {
     const revision = state.vmRevision;
     if (this.#seen?.state !== state || this.#seen.revision !== revision) {
       this.#seen = { state, revision };
-      const desired = this.#desired(state, status);
+      const desired = this.#lastDesired = this.#desired(state, status);
       this.#reconciler.setDesired(desired);
       this.#resyncReports(state, desired);
       for (const wake of [...this.#waiters]) wake();
@@ -384,7 +425,10 @@ export class VmNode {
       if (r.vm?.status?.nodeId !== BigInt(this.#id) || !r.vm.spec) continue;
       desired.push({
         spec: r.vm.spec,
-        generation: Number(r.generation),
+        // Twice the Raft index of the last Start or Stop; one more for a VM the agent
+        // stopped when it last stopped, so the plan sees a newer generation and starts it.
+        generation: 2 * Number(r.generation) +
+          (this.#stoppedByAgent.get(r.vm.spec.name) === Number(r.generation) ? 1 : 0),
         ...(r.forceStop ? { forceStop: true } : {}),
       });
     }
@@ -517,6 +561,33 @@ export class VmNode {
     const sent = this.#o.sendReports(leader, { nodeId: BigInt(this.#id), reports });
     if (sent === null) throw new Error(`cannot reach the leader, node ${leader}`);
     await sent;
+  }
+}
+
+/** Under the data directory: the VMs a graceful stop stopped, by name, with their generation. */
+const STOPPED_BY_AGENT_FILE = "vms-stopped-by-agent.json";
+
+/** Reads and removes what the last graceful stop recorded; empty when nothing was. */
+async function readStoppedByAgent(dataDir: string, log: Logger): Promise<Map<string, number>> {
+  const path = join(dataDir, STOPPED_BY_AGENT_FILE);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return new Map();
+  }
+  await Deno.remove(path).catch(() => {});
+  try {
+    const parsed = JSON.parse(text) as Record<string, unknown>;
+    return new Map(
+      Object.entries(parsed).filter((e): e is [string, number] => typeof e[1] === "number"),
+    );
+  } catch (e) {
+    log.warn("cannot read the VMs the agent stopped last time; none is restarted", {
+      file: path,
+      error: e,
+    });
+    return new Map();
   }
 }
 

@@ -367,3 +367,31 @@ async function strangerClient(node: { endpointId: string; ports: { udp: number }
     },
   };
 }
+
+Deno.test({
+  name:
+    'with on_agent_stop = "stop", SIGTERM stops the node\'s VMs and the next start starts them again',
+  ...SANITIZE,
+  async fn() {
+    await using c = await TestCluster.start({
+      size: 1,
+      mode: "grpc",
+      vm: 'backends = ["process"]\nvcpus = 4\nmemory_mib = 4096\non_agent_stop = "stop"\n',
+    });
+    await c.waitForVmCapacity();
+    await c.node(1).clients.vm.create({ spec: sleeper("svc") });
+    await waitForState(c, 1, "svc", VmState.RUNNING);
+    const first = (await recordedVms(c.node(1).dataDir)).get("svc")!.pid;
+
+    const p1 = c.node(1).process!;
+    assertEquals(await p1.stop(), 0);
+    assert(!alive(first), "the VM still runs after a graceful stop with on_agent_stop = stop");
+
+    await c.startNode(1);
+    await eventually("svc runs again as a new process", async () => {
+      const h = (await recordedVms(c.node(1).dataDir)).get("svc");
+      return h !== undefined && h.pid !== first && alive(h.pid);
+    }, 20_000);
+    await waitForState(c, 1, "svc", VmState.RUNNING);
+  },
+});

@@ -35,6 +35,7 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       accel: "auto",
       qemuBinary: "qemu-system-x86_64",
       nodeLostAfterMs: 30_000,
+      onAgentStop: "leave",
     },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,
