@@ -105,6 +105,23 @@ export function vmService(o: VmServiceOptions): ServiceImpl<typeof VmService> {
     }
   };
   const vmOf = (what: string, r: ApplyResult): VmMessage => applyResultOrThrow(r, "vm", what).vm;
+  /** Start and Stop: set the desired state on the leader. */
+  const desired = (
+    what: string,
+    name: string,
+    state: VmDesiredState,
+    force: boolean,
+    forward: (client: VmClient) => Promise<VmAnswer>,
+  ) => {
+    checkName(what, name);
+    return change(
+      what,
+      async (): Promise<VmAnswer> => ({
+        vm: vmOf(what, await vms(what).setDesired(name, state, force)),
+      }),
+      forward,
+    );
+  };
 
   return {
     create(req, ctx) {
@@ -127,28 +144,21 @@ export function vmService(o: VmServiceOptions): ServiceImpl<typeof VmService> {
     },
 
     start(req, ctx) {
-      const what = "vm.Start";
-      checkName(what, req.name);
-      return change(
-        what,
-        async (): Promise<VmAnswer> => ({
-          vm: vmOf(what, await vms(what).setDesired(req.name, VmDesiredState.RUNNING, false)),
-        }),
+      return desired(
+        "vm.Start",
+        req.name,
+        VmDesiredState.RUNNING,
+        false,
         (c) => c.start(req, deadlineOf(ctx.deadline)),
       );
     },
 
     stop(req, ctx) {
-      const what = "vm.Stop";
-      checkName(what, req.name);
-      return change(
-        what,
-        async (): Promise<VmAnswer> => ({
-          vm: vmOf(
-            what,
-            await vms(what).setDesired(req.name, VmDesiredState.STOPPED, req.force),
-          ),
-        }),
+      return desired(
+        "vm.Stop",
+        req.name,
+        VmDesiredState.STOPPED,
+        req.force,
         (c) => c.stop(req, deadlineOf(ctx.deadline)),
       );
     },
