@@ -51,7 +51,7 @@ export const DEFAULTS = {
   raftTickMs: 100,
   raftElectionTicks: 10,
   raftHeartbeatTicks: 1,
-  raftSnapshotEveryEntries: 10_000,
+  raftSnapshotEveryEntries: 100_000,
   raftKeepEntries: 1_000,
   vmNodeLostAfterMs: 30_000,
   maxConcurrentStreams: 16,
@@ -518,7 +518,7 @@ const raft = documented(
       integer(16, 100_000_000).default(DEFAULTS.raftSnapshotEveryEntries),
       {
         description:
-          "A snapshot of the cluster state is taken, and the log compacted behind it, after this many applied entries.",
+          "A snapshot of the cluster state is taken, and the log compacted behind it, after this many applied entries. Taking one encodes the whole state on the node's event loop (a few hundred ms for a state of some MiB), so not too often: the default is etcd's.",
       },
     ),
     keep_entries: documented(integer(0, 100_000_000).default(DEFAULTS.raftKeepEntries), {
