@@ -3,22 +3,22 @@
  * and in-memory storage of every node, on the virtual scheduler and the
  * simulated network. Only time, the network and the disk are simulated.
  *
+ * Owns: {@link SimCluster}, {@link SimNode}, {@link ClusterOptions}. Imports
+ * the driver, the core's public surface and the other simulation parts.
+ *
  * A crash keeps exactly what the node saved (the storage is its disk, and a
  * save is durable when it returns) and loses everything else: the core, the
- * driver, the state machine, messages in flight to it, and its callers'
- * waiting promises (which fail). A restart builds a new driver over the same
- * storage, as a real node does over its SQLite file.
+ * driver, the state machine, and its callers' waiting promises (which fail).
+ * A restart builds a new driver over the same disk, as a real node does over
+ * its SQLite file. A driver that stops because its disk failed is a node
+ * whose agent exited: it is down until restarted.
  */
 
 import type { RaftMessage } from "../../src/codec/raft.ts";
-import { RaftDriver } from "../../src/consensus/driver.ts";
-import {
-  bootstrapUpdate,
-  type LogStorage,
-  MemoryStorage,
-  type RandomSource,
-  seededRandom,
-} from "../../src/raft/mod.ts";
+import { type DriverOptions, RaftDriver } from "../../src/consensus/driver.ts";
+import type { SnapshotTransferLimits } from "../../src/consensus/snapshot_transfer.ts";
+import { bootstrapUpdate, type RandomSource, Role, seededRandom } from "../../src/raft/mod.ts";
+import { SimDisk } from "./disk.ts";
 import { SimNetwork } from "./network.ts";
 import { SimScheduler } from "./scheduler.ts";
 
@@ -27,24 +27,32 @@ export interface ClusterOptions {
   readonly seed: number;
   /** Node ids of the initial members. */
   readonly members: readonly number[];
-  /** Virtual ms per core tick. */
+  /** Virtual ms per core tick. Default 10. */
   readonly tickMs?: number;
-  /** Snapshot after this many applied entries (small, so runs exercise snapshots). */
+  /** Snapshot after this many applied entries (small, so runs exercise snapshots). Default 40. */
   readonly snapshotEveryEntries?: number;
+  /** Default 8. */
   readonly keepEntries?: number;
+  /** Core settings every driver gets. */
+  readonly core?: DriverOptions["core"];
+  readonly snapshotTransfer?: SnapshotTransferLimits;
+  /** Driver options every node gets, past the ones above. */
+  readonly driver?: Partial<DriverOptions>;
 }
 
 /** One node: its disk, and its driver while it runs. */
 export class SimNode {
   readonly id: number;
-  readonly storage: LogStorage;
+  readonly storage: SimDisk;
   driver: RaftDriver | null = null;
   /** How many times it started. */
   lives = 0;
   /** Highest commit index seen in this life (commit must never go back within one). */
   commitSeen = 0;
+  /** Why its driver stopped on its own, each time it did. */
+  readonly failures: Error[] = [];
 
-  constructor(id: number, storage: LogStorage) {
+  constructor(id: number, storage: SimDisk) {
     this.id = id;
     this.storage = storage;
   }
@@ -61,6 +69,8 @@ export class SimCluster {
   readonly random: RandomSource;
   readonly network: SimNetwork;
   readonly nodes = new Map<number, SimNode>();
+  /** Told when a node's driver stops on its own (its disk failed, or worse). */
+  onNodeFailure: ((node: SimNode, error: Error) => void) | null = null;
   readonly #o: ClusterOptions;
 
   constructor(options: ClusterOptions) {
@@ -72,11 +82,12 @@ export class SimCluster {
       seededRandom(options.seed ^ 0x5eed),
       (to, m) => this.#deliver(to, m),
     );
+    this.network.onUnreachable = (from, to) => this.nodes.get(from)?.driver?.reportUnreachable(to);
     const bootstrap = bootstrapUpdate(options.members.map((id) => ({ id })));
     for (const id of options.members) {
-      const storage = new MemoryStorage();
-      storage.save(bootstrap);
-      this.nodes.set(id, new SimNode(id, storage));
+      const disk = new SimDisk();
+      disk.format(bootstrap);
+      this.nodes.set(id, new SimNode(id, disk));
     }
   }
 
@@ -90,6 +101,13 @@ export class SimCluster {
     return this.ids.map((id) => this.nodes.get(id)!).filter((n) => n.up);
   }
 
+  /** The node `id` (which must exist). */
+  node(id: number): SimNode {
+    const node = this.nodes.get(id);
+    if (!node) throw new Error(`sim: no node ${id}`);
+    return node;
+  }
+
   /** Starts every node. */
   startAll(): void {
     for (const id of this.ids) this.start(id);
@@ -97,19 +115,28 @@ export class SimCluster {
 
   /** Starts (or restarts) a node over its disk. */
   start(id: number): void {
-    const node = this.nodes.get(id)!;
+    const node = this.node(id);
     if (node.driver) return;
     node.lives++;
     node.commitSeen = 0;
-    const driver = new RaftDriver({
+    const driver: RaftDriver = new RaftDriver({
+      tickMs: this.#o.tickMs ?? 10,
+      snapshotEveryEntries: this.#o.snapshotEveryEntries ?? 40,
+      keepEntries: this.#o.keepEntries ?? 8,
+      core: this.#o.core,
+      snapshotTransfer: this.#o.snapshotTransfer,
+      ...this.#o.driver,
       id,
       storage: node.storage,
       transport: { send: (m) => this.network.send(m) },
       scheduler: this.scheduler,
       random: seededRandom(this.seed * 31 + id * 7 + node.lives),
-      tickMs: this.#o.tickMs ?? 10,
-      snapshotEveryEntries: this.#o.snapshotEveryEntries ?? 40,
-      keepEntries: this.#o.keepEntries ?? 8,
+      onFailure: (error) => {
+        // The agent exits: the node is down until restarted.
+        node.failures.push(error);
+        if (node.driver === driver) node.driver = null;
+        this.onNodeFailure?.(node, error);
+      },
     });
     node.driver = driver;
     driver.start();
@@ -117,14 +144,15 @@ export class SimCluster {
 
   /** Crashes a node: everything it did not save is gone. */
   crash(id: number): void {
-    const node = this.nodes.get(id)!;
+    const node = this.node(id);
     node.driver?.stop();
     node.driver = null;
   }
 
   /** Adds a node with an empty disk (it joins through a membership change). */
   addEmptyNode(id: number): SimNode {
-    const node = new SimNode(id, new MemoryStorage());
+    if (this.nodes.has(id)) throw new Error(`sim: node ${id} exists; joining nodes take fresh ids`);
+    const node = new SimNode(id, new SimDisk());
     this.nodes.set(id, node);
     return node;
   }
@@ -135,12 +163,30 @@ export class SimCluster {
     let bestTerm = -1;
     for (const n of this.running) {
       const s = n.driver!.status();
-      if (s.role === "leader" && s.term > bestTerm) {
+      if (s.role === Role.Leader && s.term > bestTerm) {
         best = n;
         bestTerm = s.term;
       }
     }
     return best;
+  }
+
+  /**
+   * A leader a quorum of its voters follows in its term: one that really
+   * leads the cluster, not a deposed leader that has not heard of it yet.
+   */
+  recognizedLeader(): SimNode | undefined {
+    const leader = this.leader();
+    if (!leader) return undefined;
+    const s = leader.driver!.status();
+    let following = 0;
+    for (const id of s.voters) {
+      const d = this.nodes.get(id)?.driver;
+      if (!d) continue;
+      const v = id === leader.id ? s : d.status();
+      if (v.term === s.term && v.leader === leader.id) following++;
+    }
+    return following > s.voters.length / 2 ? leader : undefined;
   }
 
   #deliver(to: number, message: RaftMessage): void {
