@@ -30,6 +30,7 @@ import {
   decodeConfChange,
   type LogStorage,
   NotLeaderError,
+  ProgressState,
   type Proposed,
   type RaftConfig,
   RaftCore,
@@ -48,7 +49,7 @@ import {
   encodeCommand,
   type MemberRecord,
 } from "../state/cluster_state.ts";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MemberRecordSchema } from "../rpc/gen/blixard/v1/state_pb.ts";
 import type { Scheduler } from "./scheduler.ts";
 import {
@@ -80,11 +81,26 @@ export interface DriverOptions {
   /** Entries kept behind a snapshot for followers that lag a little. Default 1,000. */
   readonly keepEntries?: number;
   readonly snapshotTransfer?: SnapshotTransferLimits;
+  /**
+   * Whether the leader promotes a learner to voter by itself once it caught
+   * up (docs/raft.md, "Learner promotion"). Default true: a node added as a
+   * learner becomes a voter without a second step.
+   */
+  readonly promoteLearners?: boolean;
+  /**
+   * A learner is caught up when the leader streams to it (replicate state)
+   * and its match index is at most this many entries behind the leader's
+   * commit index. Default {@link PROMOTION_LAG_ENTRIES}.
+   */
+  readonly promotionLagEntries?: number;
   /** Told when the membership changed (an applied config change, or a restored snapshot). */
   readonly onMembership?: (members: readonly MemberRecord[]) => void;
   /** Told once when the driver stops for good because storage failed. */
   readonly onFailure?: (error: Error) => void;
 }
+
+/** Default of {@link DriverOptions.promotionLagEntries}. */
+export const PROMOTION_LAG_ENTRIES = 100;
 
 /** A call the driver could not serve, with a code the services map to RPC status codes. */
 export class ConsensusError extends Error {
@@ -350,10 +366,35 @@ export class RaftDriver {
   #tick(): void {
     if (this.#stopped) return;
     this.#core.tick();
+    this.#promoteCaughtUpLearner();
     const now = this.#scheduler.now();
     this.#receiver.onTick(now);
     for (const sender of this.#senders.values()) this.#onSendStep(sender, sender.onTick(now));
     this.#schedule();
+  }
+
+  /**
+   * On the leader: proposes to promote one learner that caught up. The core
+   * allows one membership change at a time, so a refusal (another change
+   * pending, no entry of this term committed yet) just waits for a later tick.
+   */
+  #promoteCaughtUpLearner(): void {
+    if (this.#o.promoteLearners === false) return;
+    if (this.#softState.role !== Role.Leader) return;
+    const s = this.#core.status();
+    if (s.role !== Role.Leader || s.learners.length === 0) return;
+    const lag = this.#o.promotionLagEntries ?? PROMOTION_LAG_ENTRIES;
+    const learner = s.peers.find((p) =>
+      p.isLearner && p.state === ProgressState.Replicate && p.match + lag >= s.commit
+    );
+    if (!learner) return;
+    // The voter keeps the record it joined with (its addresses).
+    const record = this.#state.member(learner.id);
+    const context = record ? toBinary(MemberRecordSchema, record) : new Uint8Array(0);
+    const proposed = this.#call(() =>
+      this.#core.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: learner.id, context })
+    );
+    if (!(proposed instanceof ConsensusError)) this.#schedule();
   }
 
   #schedule(): void {
