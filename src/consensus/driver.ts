@@ -32,6 +32,7 @@ import {
   NotLeaderError,
   ProgressState,
   type Proposed,
+  RAFT_CONFIG_DEFAULTS,
   type RaftConfig,
   RaftCore,
   type RandomSource,
@@ -82,6 +83,14 @@ export interface DriverOptions {
   readonly keepEntries?: number;
   readonly snapshotTransfer?: SnapshotTransferLimits;
   /**
+   * A read not answered within this long fails with UNAVAILABLE (retry).
+   * Default: two election timeouts, by when a leader that lost its quorum
+   * has stepped down and answered its reads; past that the read's messages
+   * were lost (a follower forwards its reads to a leader that may have
+   * crashed).
+   */
+  readonly readTimeoutMs?: number;
+  /**
    * Whether the leader promotes a learner to voter by itself once it caught
    * up (docs/raft.md, "Learner promotion"). Default true: a node added as a
    * learner becomes a voter without a second step.
@@ -121,6 +130,14 @@ export class ConsensusError extends Error {
   }
 }
 
+/** A read waiting for its read index (`index` 0), or for that index to be applied. */
+interface PendingRead<T> {
+  readonly index: number;
+  readonly deadlineMs: number;
+  readonly resolve: (value: T) => void;
+  readonly reject: (error: Error) => void;
+}
+
 interface Waiter<T> {
   readonly term: number;
   readonly resolve: (value: T) => void;
@@ -141,12 +158,10 @@ export class RaftDriver {
   readonly #proposals = new Map<number, Waiter<ApplyResult>>();
   readonly #confChanges = new Map<number, Waiter<void>>();
   /** Reads waiting for their read index to be applied. */
-  #reads: { index: number; resolve: () => void }[] = [];
+  #reads: PendingRead<void>[] = [];
   /** Reads waiting for the core's read index, by context. */
-  readonly #readContexts = new Map<
-    number,
-    { resolve: (index: number) => void; reject: (e: Error) => void }
-  >();
+  readonly #readContexts = new Map<number, PendingRead<number>>();
+  readonly #readTimeoutMs: number;
   #nextReadContext = 1;
   #softState = { role: Role.Follower as Role, leader: 0 };
   #appliedSinceSnapshot = 0;
@@ -162,6 +177,9 @@ export class RaftDriver {
     this.#storage = options.storage;
     this.#scheduler = options.scheduler;
     this.#receiver = new SnapshotReceiver(options.snapshotTransfer ?? SNAPSHOT_TRANSFER_LIMITS);
+    this.#readTimeoutMs = options.readTimeoutMs ??
+      2 * (options.core?.electionTicks ?? RAFT_CONFIG_DEFAULTS.electionTicks) *
+        (options.tickMs ?? 100);
     // The state machine starts from the storage's snapshot; the core re-applies what follows it.
     const snapshot = options.storage.snapshot();
     this.#state = snapshot.meta.index > 0
@@ -263,9 +281,12 @@ export class RaftDriver {
    * quorum by the leader), then runs `read` on it: a linearizable read.
    */
   async read<T>(read: (state: ClusterState) => T): Promise<T> {
-    const index = await this.#readIndex();
+    const deadlineMs = this.#scheduler.now() + this.#readTimeoutMs;
+    const index = await this.#readIndex(deadlineMs);
     if (this.#state.appliedIndex < index) {
-      await new Promise<void>((resolve) => this.#reads.push({ index, resolve }));
+      await new Promise<void>((resolve, reject) =>
+        this.#reads.push({ index, deadlineMs, resolve, reject })
+      );
     }
     this.#checkRunning();
     return read(this.#state);
@@ -309,14 +330,34 @@ export class RaftDriver {
     });
   }
 
-  #readIndex(): Promise<number> {
+  #readIndex(deadlineMs: number): Promise<number> {
     const context = this.#nextReadContext++;
     const called = this.#call(() => this.#core.readIndex(context));
     if (called instanceof Error) return Promise.reject(called);
     return new Promise<number>((resolve, reject) => {
-      this.#readContexts.set(context, { resolve, reject });
+      this.#readContexts.set(context, { index: 0, deadlineMs, resolve, reject });
       this.#schedule();
     });
+  }
+
+  /** Fails the reads past their deadline; a late answer to one finds no waiter and is dropped. */
+  #expireReads(nowMs: number): void {
+    const timedOut = () =>
+      new ConsensusError(
+        "UNAVAILABLE",
+        `no leader confirmed the read within ${this.#readTimeoutMs} ms; retry`,
+        this.#softState.leader,
+      );
+    for (const [context, waiter] of this.#readContexts) {
+      if (waiter.deadlineMs > nowMs) continue;
+      this.#readContexts.delete(context);
+      waiter.reject(timedOut());
+    }
+    if (this.#reads.some((r) => r.deadlineMs <= nowMs)) {
+      const expired = this.#reads.filter((r) => r.deadlineMs <= nowMs);
+      this.#reads = this.#reads.filter((r) => r.deadlineMs > nowMs);
+      for (const r of expired) r.reject(timedOut());
+    }
   }
 
   /** Runs a core call, turning its refusals into ConsensusErrors. */
@@ -368,6 +409,7 @@ export class RaftDriver {
     this.#core.tick();
     this.#promoteCaughtUpLearner();
     const now = this.#scheduler.now();
+    this.#expireReads(now);
     this.#receiver.onTick(now);
     for (const sender of this.#senders.values()) this.#onSendStep(sender, sender.onTick(now));
     this.#schedule();
@@ -574,8 +616,7 @@ export class RaftDriver {
     this.#readContexts.clear();
     const reads = this.#reads;
     this.#reads = [];
-    // A read waiting for its index re-checks and throws.
-    for (const r of reads) r.resolve();
+    for (const r of reads) r.reject(error);
   }
 }
 
