@@ -111,7 +111,14 @@ export interface DriverOptions {
 /** Default of {@link DriverOptions.promotionLagEntries}. */
 export const PROMOTION_LAG_ENTRIES = 100;
 
-/** A call the driver could not serve, with a code the services map to RPC status codes. */
+/**
+ * A call the driver could not serve, with a code the services map to RPC
+ * status codes. What each code tells the caller about a write:
+ * - NOT_LEADER, REFUSED: refused before anything was proposed; nothing happened.
+ * - LOST: another entry took the proposal's index; it was never applied.
+ * - UNKNOWN, STOPPED, FAILED: it may or may not have been applied (read to find out).
+ * - UNAVAILABLE: a read that no leader confirmed in time; retry.
+ */
 export class ConsensusError extends Error {
   override readonly name = "ConsensusError";
   readonly code:
@@ -120,7 +127,8 @@ export class ConsensusError extends Error {
     | "LOST"
     | "STOPPED"
     | "FAILED"
-    | "REFUSED";
+    | "REFUSED"
+    | "UNKNOWN";
   /** For NOT_LEADER: the leader this node knows (0 for none). */
   readonly leader: number;
   constructor(code: ConsensusError["code"], message: string, leader = 0) {
@@ -138,9 +146,10 @@ interface PendingRead<T> {
   readonly reject: (error: Error) => void;
 }
 
-interface Waiter<T> {
+/** A caller waiting for its entry, appended at an index in a term, to be applied. */
+interface Waiter {
   readonly term: number;
-  readonly resolve: (value: T) => void;
+  readonly resolve: (result: ApplyResult) => void;
   readonly reject: (error: Error) => void;
 }
 
@@ -154,9 +163,13 @@ export class RaftDriver {
   readonly #scheduler: Scheduler;
   readonly #receiver: SnapshotReceiver;
   readonly #senders = new Map<number, SnapshotSender>();
-  /** Proposals waiting for their entry to be applied, by index. */
-  readonly #proposals = new Map<number, Waiter<ApplyResult>>();
-  readonly #confChanges = new Map<number, Waiter<void>>();
+  /**
+   * Proposals and membership changes waiting for their entry to be applied,
+   * by index. An index may hold waiters of several terms: a leader whose
+   * entries were replaced can lead again and append at the same index, and
+   * either entry may be the one that commits.
+   */
+  readonly #waiters = new Map<number, Waiter[]>();
   /** Reads waiting for their read index to be applied. */
   #reads: PendingRead<void>[] = [];
   /** Reads waiting for the core's read index, by context. */
@@ -270,8 +283,7 @@ export class RaftDriver {
     const proposed = this.#call(() => this.#core.proposeConfChange(change));
     return new Promise<void>((resolve, reject) => {
       if (proposed instanceof Error) return reject(proposed);
-      this.#confChanges.set(proposed.index, { term: proposed.term, resolve, reject });
-      this.#schedule();
+      this.#wait(proposed, () => resolve(), reject);
     });
   }
 
@@ -325,9 +337,54 @@ export class RaftDriver {
     const proposed = this.#call(() => this.#core.propose(data));
     return new Promise<ApplyResult>((resolve, reject) => {
       if (proposed instanceof Error) return reject(proposed);
-      this.#proposals.set(proposed.index, { term: proposed.term, resolve, reject });
-      this.#schedule();
+      this.#wait(proposed, resolve, reject);
     });
+  }
+
+  #wait(
+    proposed: Proposed,
+    resolve: (result: ApplyResult) => void,
+    reject: (error: Error) => void,
+  ): void {
+    const waiter = { term: proposed.term, resolve, reject };
+    const list = this.#waiters.get(proposed.index);
+    if (list) list.push(waiter);
+    else this.#waiters.set(proposed.index, [waiter]);
+    this.#schedule();
+  }
+
+  /**
+   * Entry `index` of `term` was applied with `result`: its waiter is
+   * answered; a waiter of another term learns its entry was replaced, so
+   * never committed (whatever its kind: a membership change can take a
+   * proposal's index, and the other way round).
+   */
+  #settle(index: number, term: number, result: ApplyResult): void {
+    const list = this.#waiters.get(index);
+    if (!list) return;
+    this.#waiters.delete(index);
+    for (const w of list) {
+      if (w.term === term) w.resolve(result);
+      else w.reject(lost(index));
+    }
+  }
+
+  /**
+   * A snapshot from the leader replaced the log up to `index` before this
+   * node applied its own entries there: whether they were committed is not
+   * known here.
+   */
+  #settleCovered(index: number): void {
+    for (const [at, list] of this.#waiters) {
+      if (at > index) continue;
+      this.#waiters.delete(at);
+      const error = new ConsensusError(
+        "UNKNOWN",
+        `the entry at index ${at} was covered by a snapshot (index ${index}) from the leader ` +
+          `before this node applied it; whether it was committed is not known here: read to find out`,
+      );
+      for (const w of list) w.reject(error);
+    }
   }
 
   #readIndex(deadlineMs: number): Promise<number> {
@@ -474,6 +531,7 @@ export class RaftDriver {
       }
     }
     if (rd.snapshot) {
+      this.#settleCovered(rd.snapshot.meta.index);
       this.#state = ClusterState.restore(rd.snapshot.data);
       this.#appliedSinceSnapshot = 0;
       this.#o.onMembership?.(this.#state.members());
@@ -537,21 +595,10 @@ export class RaftDriver {
       const record = change.type === ConfChangeType.RemoveNode ? undefined : memberRecordOf(change);
       this.#state.applyMembership(entry.index, { nodeId: change.nodeId, record });
       this.#o.onMembership?.(this.#state.members());
-      const waiter = this.#confChanges.get(entry.index);
-      if (waiter) {
-        this.#confChanges.delete(entry.index);
-        if (waiter.term === entry.term) waiter.resolve();
-        else waiter.reject(lost(entry.index));
-      }
+      this.#settle(entry.index, entry.term, { ok: true, kind: "noop" });
     } else {
       const result = this.#state.apply(entry.index, entry.data);
-      const waiter = this.#proposals.get(entry.index);
-      if (waiter) {
-        this.#proposals.delete(entry.index);
-        // Another leader's entry took this index: the proposal was never committed.
-        if (waiter.term === entry.term) waiter.resolve(result);
-        else waiter.reject(lost(entry.index));
-      }
+      this.#settle(entry.index, entry.term, result);
     }
     this.#appliedSinceSnapshot++;
   }
@@ -608,10 +655,8 @@ export class RaftDriver {
   }
 
   #failWaiters(error: ConsensusError): void {
-    for (const w of this.#proposals.values()) w.reject(error);
-    this.#proposals.clear();
-    for (const w of this.#confChanges.values()) w.reject(error);
-    this.#confChanges.clear();
+    for (const list of this.#waiters.values()) for (const w of list) w.reject(error);
+    this.#waiters.clear();
     for (const w of this.#readContexts.values()) w.reject(error);
     this.#readContexts.clear();
     const reads = this.#reads;

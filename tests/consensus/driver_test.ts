@@ -6,6 +6,7 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { ConsensusError } from "../../src/consensus/driver.ts";
+import { ConfChangeType } from "../../src/raft/mod.ts";
 import { SimCluster } from "../sim/cluster.ts";
 
 /** Runs `c` until a leader a quorum follows exists. */
@@ -34,5 +35,80 @@ Deno.test("a read a follower forwarded to a leader that crashed fails with UNAVA
   await c.scheduler.runUntil(c.scheduler.now() + 5_000, undefined, () => outcome !== undefined);
   assert(outcome instanceof ConsensusError, `the read ended with ${outcome}`);
   assertEquals(outcome.code, "UNAVAILABLE");
+  for (const n of c.running) n.driver!.stop();
+});
+
+/** Runs `c` until `p` settles (or `ms` of virtual time pass); returns how it settled. */
+async function outcomeOf(c: SimCluster, p: Promise<unknown>, ms = 5_000): Promise<unknown> {
+  let outcome: unknown = "never settled";
+  let settled = false;
+  p.then((v) => outcome = v, (e) => outcome = e).finally(() => settled = true);
+  await c.scheduler.runUntil(c.scheduler.now() + ms, undefined, () => settled);
+  return outcome;
+}
+
+/** Isolates the leader with two proposals it accepted and never sent, and waits for a new leader. */
+async function strandProposals(c: SimCluster) {
+  const old = await elect(c);
+  await c.scheduler.runUntil(c.scheduler.now() + 100);
+  const before = old.driver!.status().lastIndex;
+  const first = old.driver!.propose({ kind: "metadata_put", key: "a", value: "first" });
+  const second = old.driver!.propose({ kind: "metadata_put", key: "a", value: "second" });
+  c.network.isolate(old.id, c.ids);
+  await c.scheduler.runUntil(c.scheduler.now() + 2_000, undefined, () => {
+    const l = c.recognizedLeader();
+    return l !== undefined && l !== old;
+  });
+  const leader = c.recognizedLeader();
+  assert(leader && leader !== old, "no new leader while the old one is isolated");
+  return { old, leader, before, first, second };
+}
+
+Deno.test("a proposal whose index a new leader's membership change took is answered LOST", async () => {
+  const c = new SimCluster({ seed: 11, members: [1, 2, 3] });
+  c.startAll();
+  const { leader, before, first, second } = await strandProposals(c);
+  // The new leader's no-op takes the first proposal's index once it commits;
+  // its membership change then takes the second's.
+  await c.scheduler.runUntil(c.scheduler.now() + 100);
+  c.addEmptyNode(4);
+  c.start(4);
+  const change = leader.driver!.changeMembership({
+    type: ConfChangeType.AddLearner,
+    nodeId: 4,
+    context: new Uint8Array(0),
+  });
+  assertEquals(leader.driver!.status().lastIndex, before + 2);
+  assertEquals(await outcomeOf(c, change), undefined);
+  c.network.heal();
+  for (const p of [first, second]) {
+    const outcome = await outcomeOf(c, p);
+    assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
+    assertEquals(outcome.code, "LOST");
+  }
+  for (const n of c.running) n.driver!.stop();
+});
+
+Deno.test("a proposal a leader's snapshot covers before its node applied it is answered UNKNOWN", async () => {
+  const c = new SimCluster({
+    seed: 12,
+    members: [1, 2, 3],
+    snapshotEveryEntries: 5,
+    keepEntries: 0,
+  });
+  c.startAll();
+  const { leader, first, second } = await strandProposals(c);
+  // The new leader compacts its log far past the stranded entries.
+  for (let i = 0; i < 20; i++) {
+    const put = leader.driver!.propose({ kind: "metadata_put", key: "b", value: `v${i}` });
+    assert(((await outcomeOf(c, put)) as { ok: boolean }).ok);
+  }
+  assert(leader.driver!.status().firstIndex > leader.driver!.status().lastIndex - 5);
+  c.network.heal();
+  for (const p of [first, second]) {
+    const outcome = await outcomeOf(c, p);
+    assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
+    assertEquals(outcome.code, "UNKNOWN");
+  }
   for (const n of c.running) n.driver!.stop();
 });
