@@ -91,6 +91,15 @@ export interface DriverOptions {
    */
   readonly readTimeoutMs?: number;
   /**
+   * A proposal or membership change not applied within this long is
+   * answered UNKNOWN. Default: ten election timeouts. A definite answer
+   * comes when this node applies the entry's index, but an entry cut from
+   * this node's log may never see its index applied (a quiet cluster writes
+   * nothing there), and being cut is no proof it was lost: another node may
+   * still hold it and a later leader commit it (Raft §5.4.2).
+   */
+  readonly proposalTimeoutMs?: number;
+  /**
    * Whether the leader promotes a learner to voter by itself once it caught
    * up (docs/raft.md, "Learner promotion"). Default true: a node added as a
    * learner becomes a voter without a second step.
@@ -148,9 +157,12 @@ interface PendingRead<T> {
 
 /** A caller waiting for its entry, appended at an index in a term, to be applied. */
 interface Waiter {
+  readonly index: number;
   readonly term: number;
+  readonly deadlineMs: number;
   readonly resolve: (result: ApplyResult) => void;
   readonly reject: (error: Error) => void;
+  settled: boolean;
 }
 
 /** The consensus of one node. */
@@ -170,6 +182,9 @@ export class RaftDriver {
    * either entry may be the one that commits.
    */
   readonly #waiters = new Map<number, Waiter[]>();
+  /** The same waiters in the order they were made, so by deadline. */
+  #byDeadline: Waiter[] = [];
+  readonly #proposalTimeoutMs: number;
   /** Reads waiting for their read index to be applied. */
   #reads: PendingRead<void>[] = [];
   /** Reads waiting for the core's read index, by context. */
@@ -190,9 +205,10 @@ export class RaftDriver {
     this.#storage = options.storage;
     this.#scheduler = options.scheduler;
     this.#receiver = new SnapshotReceiver(options.snapshotTransfer ?? SNAPSHOT_TRANSFER_LIMITS);
-    this.#readTimeoutMs = options.readTimeoutMs ??
-      2 * (options.core?.electionTicks ?? RAFT_CONFIG_DEFAULTS.electionTicks) *
-        (options.tickMs ?? 100);
+    const electionMs = (options.core?.electionTicks ?? RAFT_CONFIG_DEFAULTS.electionTicks) *
+      (options.tickMs ?? 100);
+    this.#readTimeoutMs = options.readTimeoutMs ?? 2 * electionMs;
+    this.#proposalTimeoutMs = options.proposalTimeoutMs ?? 10 * electionMs;
     // The state machine starts from the storage's snapshot; the core re-applies what follows it.
     const snapshot = options.storage.snapshot();
     this.#state = snapshot.meta.index > 0
@@ -346,11 +362,41 @@ export class RaftDriver {
     resolve: (result: ApplyResult) => void,
     reject: (error: Error) => void,
   ): void {
-    const waiter = { term: proposed.term, resolve, reject };
+    const waiter: Waiter = {
+      index: proposed.index,
+      term: proposed.term,
+      deadlineMs: this.#scheduler.now() + this.#proposalTimeoutMs,
+      resolve,
+      reject,
+      settled: false,
+    };
     const list = this.#waiters.get(proposed.index);
     if (list) list.push(waiter);
     else this.#waiters.set(proposed.index, [waiter]);
+    this.#byDeadline.push(waiter);
     this.#schedule();
+  }
+
+  /** Answers UNKNOWN to the waiters past their deadline. */
+  #expireWaiters(nowMs: number): void {
+    const queue = this.#byDeadline;
+    let head = 0;
+    while (head < queue.length && (queue[head]!.settled || queue[head]!.deadlineMs <= nowMs)) {
+      const w = queue[head++]!;
+      if (w.settled) continue;
+      const list = this.#waiters.get(w.index)!.filter((other) => other !== w);
+      if (list.length > 0) this.#waiters.set(w.index, list);
+      else this.#waiters.delete(w.index);
+      w.settled = true;
+      w.reject(
+        new ConsensusError(
+          "UNKNOWN",
+          `the entry at index ${w.index} was not applied within ${this.#proposalTimeoutMs} ms; ` +
+            `whether it was committed is not known here: read to find out`,
+        ),
+      );
+    }
+    if (head > 0) this.#byDeadline = queue.slice(head);
   }
 
   /**
@@ -364,6 +410,7 @@ export class RaftDriver {
     if (!list) return;
     this.#waiters.delete(index);
     for (const w of list) {
+      w.settled = true;
       if (w.term === term) w.resolve(result);
       else w.reject(lost(index));
     }
@@ -383,7 +430,10 @@ export class RaftDriver {
         `the entry at index ${at} was covered by a snapshot (index ${index}) from the leader ` +
           `before this node applied it; whether it was committed is not known here: read to find out`,
       );
-      for (const w of list) w.reject(error);
+      for (const w of list) {
+        w.settled = true;
+        w.reject(error);
+      }
     }
   }
 
@@ -467,6 +517,7 @@ export class RaftDriver {
     this.#promoteCaughtUpLearner();
     const now = this.#scheduler.now();
     this.#expireReads(now);
+    this.#expireWaiters(now);
     this.#receiver.onTick(now);
     for (const sender of this.#senders.values()) this.#onSendStep(sender, sender.onTick(now));
     this.#schedule();
@@ -655,8 +706,14 @@ export class RaftDriver {
   }
 
   #failWaiters(error: ConsensusError): void {
-    for (const list of this.#waiters.values()) for (const w of list) w.reject(error);
+    for (const list of this.#waiters.values()) {
+      for (const w of list) {
+        w.settled = true;
+        w.reject(error);
+      }
+    }
     this.#waiters.clear();
+    this.#byDeadline = [];
     for (const w of this.#readContexts.values()) w.reject(error);
     this.#readContexts.clear();
     const reads = this.#reads;

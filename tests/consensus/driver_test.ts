@@ -112,3 +112,19 @@ Deno.test("a proposal a leader's snapshot covers before its node applied it is a
   }
   for (const n of c.running) n.driver!.stop();
 });
+
+Deno.test("a proposal cut from its node's log in a quiet cluster is answered UNKNOWN once its time is up", async () => {
+  const c = new SimCluster({ seed: 13, members: [1, 2, 3], driver: { proposalTimeoutMs: 1_000 } });
+  c.startAll();
+  const { first, second } = await strandProposals(c);
+  c.network.heal();
+  // The new leader's no-op takes the first proposal's index: a definite answer.
+  const lost = await outcomeOf(c, first);
+  assert(lost instanceof ConsensusError, `the first proposal ended with ${lost}`);
+  assertEquals(lost.code, "LOST");
+  // Nothing is ever written at the second's index.
+  const unknown = await outcomeOf(c, second);
+  assert(unknown instanceof ConsensusError, `the second proposal ended with ${unknown}`);
+  assertEquals(unknown.code, "UNKNOWN");
+  for (const n of c.running) n.driver!.stop();
+});

@@ -46,6 +46,8 @@ export const ELECTION_TICKS = 10;
 export const FAULT_MS = 3_000;
 /** How long a client waits for an answer before it records an unknown outcome. */
 export const OP_TIMEOUT_MS = 500;
+/** The drivers answer UNKNOWN to a proposal not applied within this (their default). */
+export const PROPOSAL_TIMEOUT_MS = 10 * ELECTION_TICKS * TICK_MS;
 /** Scheduler events between two runs of the log invariants. */
 export const LOG_CHECK_EVERY = 250;
 /**
@@ -240,6 +242,7 @@ class Run {
         maxSizePerMsgBytes: s.maxSizePerMsgBytes,
         maxInflightMsgs: s.maxInflightMsgs,
       },
+      driver: { proposalTimeoutMs: PROPOSAL_TIMEOUT_MS },
       snapshotTransfer: {
         chunkBytes: s.chunkBytes,
         windowChunks: 2,
@@ -287,6 +290,14 @@ class Run {
       scheduler.after(20 + this.#rng.nextInt(180), nextFault);
     };
     scheduler.after(this.#rng.nextInt(200), nextFault);
+    if (this.#o.log) {
+      // Verbose: where every node stands, every 100 ms (an event of its own, drawing no random number).
+      const report = () => {
+        this.#note(`status: ${this.#describeNodes()}`);
+        if (scheduler.now() < FAULT_MS) scheduler.after(100, report);
+      };
+      scheduler.after(100, report);
+    }
 
     await this.#runUntil(FAULT_MS);
     const leaderTicks = await this.#heal();
@@ -584,9 +595,14 @@ class Run {
     return true;
   }
 
-  /** Shuts down running nodes the leader's membership does not hold. */
+  /**
+   * Shuts down running nodes the leader's membership does not hold, once
+   * the leader applied its whole log (before that a change it holds may not
+   * show in its membership yet).
+   */
   #retireNonMembers(leader: SimNode): void {
     const s = leader.driver!.status();
+    if (s.applied !== s.lastIndex) return;
     const members = new Set([...s.voters, ...s.learners]);
     for (const node of this.cluster.running) {
       if (!members.has(node.id)) this.#retire(node.id, "not a member once healed");
@@ -598,10 +614,15 @@ class Run {
     }
   }
 
-  /** Lets every client's last request end, then checks every request a node took was answered. */
+  /**
+   * Lets every client's last request end and every proposal's time run
+   * out, then checks every request a node took was answered.
+   */
   async #closeRequests(): Promise<void> {
     const { scheduler } = this.cluster;
-    await this.#runUntil(scheduler.now() + OP_TIMEOUT_MS + 10 * TICK_MS);
+    await this.#runUntil(
+      Math.max(scheduler.now() + OP_TIMEOUT_MS, FAULT_MS + PROPOSAL_TIMEOUT_MS) + 10 * TICK_MS,
+    );
     const open = this.tracked.filter((t) => !t.settled);
     if (open.length > 0) {
       this.#fail(
