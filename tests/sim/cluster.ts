@@ -11,14 +11,22 @@
  * driver, the state machine, and its callers' waiting promises (which fail).
  * A restart builds a new driver over the same disk, as a real node does over
  * its SQLite file. A driver that stops because its disk failed is a node
- * whose agent exited: it is down until restarted.
+ * whose agent exited: it is down until restarted. A driver that stops for
+ * any other reason is reported the same way; the run treats it as a bug.
  */
 
 import type { RaftMessage } from "../../src/codec/raft.ts";
 import { type DriverOptions, RaftDriver } from "../../src/consensus/driver.ts";
 import type { SnapshotTransferLimits } from "../../src/consensus/snapshot_transfer.ts";
-import { bootstrapUpdate, type RandomSource, Role, seededRandom } from "../../src/raft/mod.ts";
-import { SimDisk } from "./disk.ts";
+import {
+  bootstrapUpdate,
+  type RandomSource,
+  Role,
+  seededRandom,
+  type Status,
+  StorageFailure,
+} from "../../src/raft/mod.ts";
+import { type FaultSwitch, SimDisk } from "./disk.ts";
 import { SimNetwork } from "./network.ts";
 import { SimScheduler } from "./scheduler.ts";
 
@@ -38,6 +46,11 @@ export interface ClusterOptions {
   readonly snapshotTransfer?: SnapshotTransferLimits;
   /** Driver options every node gets, past the ones above. */
   readonly driver?: Partial<DriverOptions>;
+}
+
+/** Whether `error` is a fault the simulated disk injected (any other failure is a bug). */
+export function isSimulatedDiskFailure(error: unknown): boolean {
+  return error instanceof StorageFailure && error.message.startsWith("simulated disk:");
 }
 
 /** One node: its disk, and its driver while it runs. */
@@ -69,6 +82,8 @@ export class SimCluster {
   readonly random: RandomSource;
   readonly network: SimNetwork;
   readonly nodes = new Map<number, SimNode>();
+  /** Off while the harness looks at nodes, so its reads never trip a fault meant for a node. */
+  readonly faults: FaultSwitch = { suspended: false };
   /** Told when a node's driver stops on its own (its disk failed, or worse). */
   onNodeFailure: ((node: SimNode, error: Error) => void) | null = null;
   readonly #o: ClusterOptions;
@@ -85,7 +100,7 @@ export class SimCluster {
     this.network.onUnreachable = (from, to) => this.nodes.get(from)?.driver?.reportUnreachable(to);
     const bootstrap = bootstrapUpdate(options.members.map((id) => ({ id })));
     for (const id of options.members) {
-      const disk = new SimDisk();
+      const disk = new SimDisk(this.faults);
       disk.format(bootstrap);
       this.nodes.set(id, new SimNode(id, disk));
     }
@@ -119,6 +134,22 @@ export class SimCluster {
     if (node.driver) return;
     node.lives++;
     node.commitSeen = 0;
+    let driver: RaftDriver;
+    try {
+      driver = this.#newDriver(node);
+    } catch (e) {
+      // A disk that fails a read at start: the agent exits, the node stays down.
+      if (!isSimulatedDiskFailure(e)) throw e;
+      node.failures.push(e as Error);
+      this.onNodeFailure?.(node, e as Error);
+      return;
+    }
+    node.driver = driver;
+    driver.start();
+  }
+
+  #newDriver(node: SimNode): RaftDriver {
+    const id = node.id;
     const driver: RaftDriver = new RaftDriver({
       tickMs: this.#o.tickMs ?? 10,
       snapshotEveryEntries: this.#o.snapshotEveryEntries ?? 40,
@@ -138,8 +169,7 @@ export class SimCluster {
         this.onNodeFailure?.(node, error);
       },
     });
-    node.driver = driver;
-    driver.start();
+    return driver;
   }
 
   /** Crashes a node: everything it did not save is gone. */
@@ -152,9 +182,25 @@ export class SimCluster {
   /** Adds a node with an empty disk (it joins through a membership change). */
   addEmptyNode(id: number): SimNode {
     if (this.nodes.has(id)) throw new Error(`sim: node ${id} exists; joining nodes take fresh ids`);
-    const node = new SimNode(id, new SimDisk());
+    const node = new SimNode(id, new SimDisk(this.faults));
     this.nodes.set(id, node);
     return node;
+  }
+
+  /** Runs `fn` with the disks' faults off: for the harness's own looks at the nodes. */
+  observe<T>(fn: () => T): T {
+    const was = this.faults.suspended;
+    this.faults.suspended = true;
+    try {
+      return fn();
+    } finally {
+      this.faults.suspended = was;
+    }
+  }
+
+  /** The core status of a running node, read without tripping its disk's faults. */
+  status(node: SimNode): Status {
+    return this.observe(() => node.driver!.status());
   }
 
   /** The leader of the highest term among running nodes that believe they lead. */
@@ -162,7 +208,7 @@ export class SimCluster {
     let best: SimNode | undefined;
     let bestTerm = -1;
     for (const n of this.running) {
-      const s = n.driver!.status();
+      const s = this.status(n);
       if (s.role === Role.Leader && s.term > bestTerm) {
         best = n;
         bestTerm = s.term;
@@ -178,12 +224,12 @@ export class SimCluster {
   recognizedLeader(): SimNode | undefined {
     const leader = this.leader();
     if (!leader) return undefined;
-    const s = leader.driver!.status();
+    const s = this.status(leader);
     let following = 0;
     for (const id of s.voters) {
-      const d = this.nodes.get(id)?.driver;
-      if (!d) continue;
-      const v = id === leader.id ? s : d.status();
+      const node = this.nodes.get(id);
+      if (!node?.driver) continue;
+      const v = id === leader.id ? s : this.status(node);
       if (v.term === s.term && v.leader === leader.id) following++;
     }
     return following > s.voters.length / 2 ? leader : undefined;

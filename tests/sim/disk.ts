@@ -1,8 +1,10 @@
 /**
- * A simulated node's disk: the in-memory storage, with writes that fail on
- * demand. A failed write throws {@link StorageFailure} as a real disk's
- * failed fsync makes the SQLite storage do; like a failed fsync, it may or
- * may not have reached the platter, so the fault says which.
+ * A simulated node's disk: the in-memory storage, with writes and reads
+ * that fail on demand. A failed write throws {@link StorageFailure} as a
+ * real disk's failed fsync makes the SQLite storage do; like a failed fsync,
+ * it may or may not have reached the platter, so the fault says which. A
+ * failed read throws it too (the SQLite storage fails stop on a read error),
+ * in the middle of whatever the core was doing.
  *
  * Owns: {@link SimDisk}. Imports the core's storage contract and
  * {@link MemoryStorage}.
@@ -12,6 +14,7 @@ import {
   type ConfState,
   type Entry,
   type HardState,
+  type LogReader,
   type LogStorage,
   type LogUpdate,
   MemoryStorage,
@@ -27,23 +30,46 @@ interface ArmedFailure {
   readonly landed: boolean;
 }
 
-/** A {@link LogStorage} whose writes fail when told to. */
+/** Shared by a cluster's disks: faults are off while the harness looks at the nodes. */
+export interface FaultSwitch {
+  suspended: boolean;
+}
+
+/** A {@link LogStorage} whose writes and reads fail when told to. */
 export class SimDisk implements LogStorage {
   readonly #inner = new MemoryStorage();
+  readonly #switch: FaultSwitch;
   #armed: ArmedFailure | null = null;
+  /** Reads to let through before one fails; -1: none armed. */
+  #readsLeft = -1;
   /** Writes (saves and snapshots) taken. */
   writes = 0;
   /** Writes failed. */
   failures = 0;
+
+  constructor(faults: FaultSwitch = { suspended: false }) {
+    this.#switch = faults;
+  }
 
   /** Fails the write after the next `after` ones; `landed`: the failed write is kept anyway. */
   failAfter(after: number, landed: boolean): void {
     this.#armed = { remaining: after, landed };
   }
 
-  /** Forgets an armed failure. */
+  /** Fails the read after the next `after` ones. */
+  failReadAfter(after: number): void {
+    this.#readsLeft = after;
+  }
+
+  /** Forgets armed failures. */
   disarm(): void {
     this.#armed = null;
+    this.#readsLeft = -1;
+  }
+
+  /** What the disk holds, read without faults: for checkers, not for nodes. */
+  get stored(): LogReader {
+    return this.#inner;
   }
 
   /** Whether a failure is armed. */
@@ -57,26 +83,32 @@ export class SimDisk implements LogStorage {
   }
 
   initialState(): { readonly hardState: HardState; readonly confState: ConfState } {
+    this.#read("initial state");
     return this.#inner.initialState();
   }
 
   firstIndex(): number {
+    this.#read("first index");
     return this.#inner.firstIndex();
   }
 
   lastIndex(): number {
+    this.#read("last index");
     return this.#inner.lastIndex();
   }
 
   term(index: number): number {
+    this.#read(`term of ${index}`);
     return this.#inner.term(index);
   }
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
+    this.#read(`entries ${lo}..${hi - 1}`);
     return this.#inner.entries(lo, hi, maxBytes);
   }
 
   snapshot(): Snapshot {
+    this.#read("snapshot");
     return this.#inner.snapshot();
   }
 
@@ -101,10 +133,16 @@ export class SimDisk implements LogStorage {
     this.#inner.close();
   }
 
+  #read(what: string): void {
+    if (this.#switch.suspended || this.#readsLeft < 0 || this.#readsLeft-- > 0) return;
+    this.failures++;
+    throw new StorageFailure(`simulated disk: reading the ${what} failed`);
+  }
+
   #write(what: string, write: () => void): void {
     this.writes++;
     const armed = this.#armed;
-    if (armed === null || armed.remaining-- > 0) {
+    if (armed === null || this.#switch.suspended || armed.remaining-- > 0) {
       write();
       return;
     }

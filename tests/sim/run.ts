@@ -34,7 +34,7 @@ import { MemberRecordSchema } from "../../src/rpc/gen/blixard/v1/state_pb.ts";
 import { checkHistory } from "../support/linearizability.ts";
 import { registerModel } from "../support/register_model.ts";
 import { HistoryRecorder, SimClient, type Tracked } from "./clients.ts";
-import { SimCluster, type SimNode } from "./cluster.ts";
+import { isSimulatedDiskFailure, SimCluster, type SimNode } from "./cluster.ts";
 import { InvariantChecker } from "./invariants.ts";
 import { CALM, type Faults, type NetworkStats } from "./network.ts";
 
@@ -223,6 +223,8 @@ class Run {
   #joined = 0;
   #events = 0;
   #clientError: unknown = null;
+  /** A driver that stopped for another reason than an injected disk fault. */
+  #fatal: Error | null = null;
 
   constructor(options: RunOptions) {
     this.#o = options;
@@ -255,6 +257,10 @@ class Run {
     this.#rng = seededRandom(options.seed ^ 0xfa017);
     this.#nextId = s.voters.length + 1;
     this.cluster.onNodeFailure = (node, error) => {
+      if (!isSimulatedDiskFailure(error)) {
+        this.#fatal ??= new Error(`node ${node.id} stopped on its own: ${error.stack ?? error}`);
+        return;
+      }
       this.faults.disk_failures!++;
       this.#note(`node ${node.id} stopped: ${error.message}`);
     };
@@ -328,6 +334,7 @@ class Run {
   }
 
   #check(): void {
+    if (this.#fatal) throw this.#fatal;
     this.checker.afterEvent();
     if (++this.#events % LOG_CHECK_EVERY === 0) this.checker.logs();
   }
@@ -423,6 +430,11 @@ class Run {
       case "disk": {
         const node = pick(cluster.running);
         if (!node) return null;
+        if (r.nextInt(3) === 0) {
+          const after = r.nextInt(200);
+          node.storage.failReadAfter(after);
+          return `node ${node.id}: read ${after + 1} from now fails`;
+        }
         const after = r.nextInt(8);
         const landed = r.nextInt(2) === 0;
         node.storage.failAfter(after, landed);
@@ -437,7 +449,7 @@ class Run {
       case "transfer": {
         const leader = cluster.leader();
         if (!leader) return null;
-        const to = pick(leader.driver!.status().voters.filter((id) => id !== leader.id));
+        const to = pick(this.cluster.status(leader).voters.filter((id) => id !== leader.id));
         if (to === undefined) return null;
         try {
           leader.driver!.transferLeadership(to);
@@ -457,7 +469,7 @@ class Run {
   #remove(): string | null {
     const leader = this.cluster.leader();
     if (!leader) return null;
-    const voters = leader.driver!.status().voters;
+    const voters = this.cluster.status(leader).voters;
     if (voters.length <= 2) return null;
     const victim = voters[this.#rng.nextInt(voters.length)]!;
     const change = leader.driver!.changeMembership({
@@ -564,7 +576,7 @@ class Run {
       }
       await this.#runUntil(cluster.scheduler.now() + 5 * TICK_MS);
     }
-    const s = leader.driver!.status();
+    const s = this.cluster.status(leader);
     const expected = leader.driver!.state.snapshot();
     for (const id of [...s.voters, ...s.learners]) {
       const state = cluster.node(id).driver!.state;
@@ -584,7 +596,7 @@ class Run {
   }
 
   #caughtUp(leader: SimNode): boolean {
-    const s = leader.driver!.status();
+    const s = this.cluster.status(leader);
     if (s.commit !== s.lastIndex || s.applied !== s.commit) return false;
     // The leader promotes learners itself: none is left once the cluster is calm.
     if (s.learners.length > 0) return false;
@@ -601,7 +613,7 @@ class Run {
    * show in its membership yet).
    */
   #retireNonMembers(leader: SimNode): void {
-    const s = leader.driver!.status();
+    const s = this.cluster.status(leader);
     if (s.applied !== s.lastIndex) return;
     const members = new Set([...s.voters, ...s.learners]);
     for (const node of this.cluster.running) {
@@ -683,7 +695,7 @@ class Run {
     return this.cluster.ids.map((id) => {
       const node = this.cluster.node(id);
       if (!node.driver) return `${id}: down${this.#retired.has(id) ? " (retired)" : ""}`;
-      const s = node.driver.status();
+      const s = this.cluster.status(node);
       return `${id}: ${s.role} term ${s.term} leader ${s.leader} commit ${s.commit} applied ${s.applied} ` +
         `last ${s.lastIndex} voters ${s.voters.join(",")} learners ${s.learners.join(",") || "-"}`;
     }).join("; ");
