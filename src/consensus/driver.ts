@@ -14,10 +14,12 @@
  * Work that arrives in one turn of the event loop (proposals, messages,
  * ticks) is stepped together and reaches the disk in that one write.
  *
- * Fail-stop: if storage cannot promise a write is durable, the driver stops
- * at once: no message is sent, nothing more is acknowledged, every waiting
- * caller is told, and `failed` says why (the agent then exits, and a restart
- * recovers from what is on disk).
+ * Fail-stop: if storage cannot promise a write is durable, or fails a read
+ * while the core steps, or the core breaks one of its invariants, the driver
+ * stops at once: no message is sent, nothing more is acknowledged, every
+ * waiting caller is told, and `failed` says why (the agent then exits, and a
+ * restart recovers from what is on disk). Only a message the core refuses
+ * (RaftMessageError: nothing changed) is dropped and the node goes on.
  *
  * @module
  */
@@ -25,24 +27,29 @@
 import { type Entry, EntryKind, type RaftMessage, RaftMessageKind } from "../codec/raft.ts";
 import {
   type ConfChange,
+  ConfChangeRefusedError,
   ConfChangeType,
   type CoreMessage,
   decodeConfChange,
+  InvalidProposalError,
   type LogStorage,
   NotLeaderError,
   ProgressState,
+  ProposalDroppedError,
   type Proposed,
   RAFT_CONFIG_DEFAULTS,
   type RaftConfig,
   RaftCore,
+  RaftMessageError,
   type RandomSource,
   type Ready,
   Role,
   SNAPSHOT_MESSAGE,
   type SnapshotMessage,
   type Status,
-  StorageFailure,
+  TransferRefusedError,
 } from "../raft/mod.ts";
+import { ProtocolError } from "../codec/errors.ts";
 import {
   type ApplyResult,
   ClusterState,
@@ -113,7 +120,10 @@ export interface DriverOptions {
   readonly promotionLagEntries?: number;
   /** Told when the membership changed (an applied config change, or a restored snapshot). */
   readonly onMembership?: (members: readonly MemberRecord[]) => void;
-  /** Told once when the driver stops for good because storage failed. */
+  /**
+   * Told once when the driver stops for good: storage failed (a write, or a
+   * read while the core stepped), or the core broke an invariant.
+   */
   readonly onFailure?: (error: Error) => void;
 }
 
@@ -247,7 +257,7 @@ export class RaftDriver {
     return this.#core.status();
   }
 
-  /** Set once the driver stopped for good because storage failed. */
+  /** Set once the driver stopped for good: why (storage failed, or the core broke an invariant). */
   get failed(): Error | null {
     return this.#failed;
   }
@@ -255,6 +265,14 @@ export class RaftDriver {
   /** A message from a peer (from the inbox). */
   receive(message: RaftMessage): void {
     if (this.#stopped) return;
+    try {
+      this.#receive(message);
+    } catch (e) {
+      this.#fail(e);
+    }
+  }
+
+  #receive(message: RaftMessage): void {
     switch (message.kind) {
       case RaftMessageKind.InstallSnapshot: {
         const step = this.#receiver.onChunk(message, this.#scheduler.now());
@@ -329,14 +347,24 @@ export class RaftDriver {
 
   /** Starts an election now (tests, and a single node's first start). */
   campaign(): void {
-    this.#core.campaign();
+    if (this.#stopped) return;
+    try {
+      this.#core.campaign();
+    } catch (e) {
+      this.#fail(e);
+      return;
+    }
     this.#schedule();
   }
 
   /** Tells the core a peer could not be reached (the outbox dropped a message to it). */
   reportUnreachable(peer: number): void {
     if (this.#stopped) return;
-    this.#core.reportUnreachable(peer);
+    try {
+      this.#core.reportUnreachable(peer);
+    } catch (e) {
+      this.#fail(e);
+    }
   }
 
   /** Stops ticking and fails every waiting caller with STOPPED. */
@@ -486,10 +514,10 @@ export class RaftDriver {
           leader,
         );
       }
-      if (e instanceof Error && "code" in e) {
-        return new ConsensusError("REFUSED", e.message);
-      }
-      throw e;
+      if (isRefusal(e)) return new ConsensusError("REFUSED", (e as Error).message);
+      // A broken invariant, a failed read: the core cannot be trusted any more.
+      this.#fail(e);
+      return new ConsensusError("FAILED", `consensus stopped: ${this.#failed!.message}`);
     }
   }
 
@@ -504,8 +532,9 @@ export class RaftDriver {
     try {
       this.#core.step(message);
     } catch (e) {
-      // A message the core refuses (from a stale or unknown peer, malformed) changes nothing.
-      if (!(e instanceof Error && "code" in e)) throw e;
+      // A message the core refuses (from a stale or unknown peer, malformed) changes nothing;
+      // anything else (a broken invariant, a failed read) leaves a core that cannot be trusted.
+      if (!(e instanceof RaftMessageError)) this.#fail(e);
       return;
     }
     this.#schedule();
@@ -513,13 +542,18 @@ export class RaftDriver {
 
   #tick(): void {
     if (this.#stopped) return;
-    this.#core.tick();
-    this.#promoteCaughtUpLearner();
-    const now = this.#scheduler.now();
-    this.#expireReads(now);
-    this.#expireWaiters(now);
-    this.#receiver.onTick(now);
-    for (const sender of this.#senders.values()) this.#onSendStep(sender, sender.onTick(now));
+    try {
+      this.#core.tick();
+      this.#promoteCaughtUpLearner();
+      const now = this.#scheduler.now();
+      this.#expireReads(now);
+      this.#expireWaiters(now);
+      this.#receiver.onTick(now);
+      for (const sender of this.#senders.values()) this.#onSendStep(sender, sender.onTick(now));
+    } catch (e) {
+      this.#fail(e);
+      return;
+    }
     this.#schedule();
   }
 
@@ -562,6 +596,8 @@ export class RaftDriver {
     this.#processing = true;
     try {
       while (!this.#stopped && this.#core.hasReady()) this.#handle(this.#core.ready());
+    } catch (e) {
+      this.#fail(e);
     } finally {
       this.#processing = false;
     }
@@ -573,11 +609,7 @@ export class RaftDriver {
       try {
         this.#storage.save(rd);
       } catch (e) {
-        this.#fail(
-          e instanceof StorageFailure
-            ? e
-            : new StorageFailure(`storage write failed: ${(e as Error).message}`),
-        );
+        this.#fail(e);
         return;
       }
     }
@@ -688,15 +720,13 @@ export class RaftDriver {
       );
       this.#appliedSinceSnapshot = 0;
     } catch (e) {
-      this.#fail(
-        e instanceof StorageFailure
-          ? e
-          : new StorageFailure(`snapshot write failed: ${(e as Error).message}`),
-      );
+      this.#fail(e);
     }
   }
 
-  #fail(error: Error): void {
+  /** Stops for good: storage failed, or the core broke an invariant. */
+  #fail(e: unknown): void {
+    const error = e instanceof Error ? e : new Error(`consensus: ${String(e)}`);
     if (this.#failed) return;
     this.#failed = error;
     this.#stopped = true;
@@ -720,6 +750,16 @@ export class RaftDriver {
     this.#reads = [];
     for (const r of reads) r.reject(error);
   }
+}
+
+/**
+ * The core's refusals of a call: nothing changed, and the caller can act on
+ * them (NotLeaderError is told apart before this).
+ */
+function isRefusal(e: unknown): boolean {
+  return e instanceof ProposalDroppedError || e instanceof InvalidProposalError ||
+    e instanceof ConfChangeRefusedError || e instanceof TransferRefusedError ||
+    e instanceof ProtocolError;
 }
 
 function lost(index: number): ConsensusError {

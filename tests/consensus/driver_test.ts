@@ -6,7 +6,8 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { ConsensusError } from "../../src/consensus/driver.ts";
-import { ConfChangeType } from "../../src/raft/mod.ts";
+import { RaftMessageKind } from "../../src/codec/raft.ts";
+import { ConfChangeType, StorageFailure } from "../../src/raft/mod.ts";
 import { SimCluster } from "../sim/cluster.ts";
 
 /** Runs `c` until a leader a quorum follows exists. */
@@ -126,5 +127,32 @@ Deno.test("a proposal cut from its node's log in a quiet cluster is answered UNK
   const unknown = await outcomeOf(c, second);
   assert(unknown instanceof ConsensusError, `the second proposal ended with ${unknown}`);
   assertEquals(unknown.code, "UNKNOWN");
+  for (const n of c.running) n.driver!.stop();
+});
+
+Deno.test("a disk read that fails while the core steps a message stops the node instead of going on", async () => {
+  const c = new SimCluster({ seed: 14, members: [1, 2, 3] });
+  const failures: Error[] = [];
+  c.onNodeFailure = (_, error) => failures.push(error);
+  c.startAll();
+  const leader = await elect(c);
+  await c.scheduler.runUntil(c.scheduler.now() + 100);
+  const follower = c.running.find((n) => n !== leader)!;
+  const s = c.status(follower);
+  follower.storage.failReadAfter(0);
+  // An append after the follower's last stable entry: checking it reads the disk.
+  follower.driver!.receive({
+    kind: RaftMessageKind.AppendEntriesRequest,
+    from: leader.id,
+    to: follower.id,
+    term: s.term,
+    prevLogIndex: s.lastIndex,
+    prevLogTerm: follower.storage.stored.term(s.lastIndex),
+    leaderCommit: s.commit,
+    entries: [],
+  });
+  assertEquals(failures.length, 1, "the driver went on after a failed read");
+  assert(failures[0] instanceof StorageFailure);
+  assert(!follower.up, "the node still runs");
   for (const n of c.running) n.driver!.stop();
 });
