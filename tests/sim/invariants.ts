@@ -44,6 +44,8 @@ export class InvariantChecker {
   /** `node/term` → entries of that term the node held while leading it. */
   readonly #ownEntries = new Map<string, Map<number, string>>();
   checks = 0;
+  /** Told the first time a node is seen leading a term. */
+  onNewLeader: ((node: SimNode, term: number) => void) | null = null;
 
   constructor(cluster: SimCluster) {
     this.#cluster = cluster;
@@ -61,7 +63,10 @@ export class InvariantChecker {
             `Election Safety: nodes ${known} and ${node.id} both led term ${s.term}`,
           );
         }
-        this.#leaders.set(s.term, node.id);
+        if (known === undefined) {
+          this.#leaders.set(s.term, node.id);
+          this.onNewLeader?.(node, s.term);
+        }
       }
       if (s.commit < node.commitSeen) {
         throw new InvariantViolation(

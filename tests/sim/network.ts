@@ -139,6 +139,11 @@ export class SimNetwork {
     this.partition([node], all.filter((n) => n !== node));
   }
 
+  /** Restores the links from every node of `a` to every node of `b` (one way). */
+  restoreOneWay(a: readonly number[], b: readonly number[]): void {
+    for (const x of a) for (const y of b) this.#cut.delete(`${x}>${y}`);
+  }
+
   /** Restores every link. */
   heal(): void {
     this.#cut.clear();

@@ -86,6 +86,14 @@ export interface Shape {
   readonly snapshotEveryEntries: number;
   readonly keepEntries: number;
   readonly chunkBytes: number;
+  /** Time between two faults, ms: a storm, a steady drizzle or a slow drift. */
+  readonly faultGapMs: readonly [number, number];
+  /**
+   * Percent of new leaders deposed at once (crashed, bounced or cut off
+   * within 40 ms): leaders that fall before their first appends spread
+   * leave the divergent logs of Figure 8 behind.
+   */
+  readonly deposePercent: number;
 }
 
 /** What a seed runs: cluster size, clients, keys and the settings that vary. */
@@ -103,11 +111,13 @@ export function shapeOf(seed: number, nodes?: 3 | 5): Shape {
     checkQuorum: r.nextInt(4) !== 0,
     // Small appends leave logs replicated in part: the divergent tails the
     // commit rule and the conflict handling exist for.
-    maxSizePerMsgBytes: [16, 64, 1024 * 1024][r.nextInt(3)]!,
+    maxSizePerMsgBytes: [1, 64, 1024 * 1024][r.nextInt(3)]!,
     maxInflightMsgs: [1, 4, 256][r.nextInt(3)]!,
     snapshotEveryEntries: 20 + r.nextInt(60),
     keepEntries: r.nextInt(12),
     chunkBytes: [64, 512, 4096][r.nextInt(3)]!,
+    faultGapMs: ([[5, 60], [20, 200], [50, 400]] as const)[r.nextInt(3)]!,
+    deposePercent: [0, 20, 50][r.nextInt(3)]!,
   };
 }
 
@@ -137,6 +147,8 @@ export type FaultKind =
   | "isolate_leader"
   | "heal"
   | "crash"
+  | "bounce"
+  | "blip"
   | "restart"
   | "disk"
   | "remove"
@@ -149,7 +161,9 @@ const WEIGHTS: readonly [FaultKind, number][] = [
   ["one_way", 6],
   ["isolate_leader", 6],
   ["heal", 10],
-  ["crash", 8],
+  ["crash", 6],
+  ["bounce", 5],
+  ["blip", 6],
   ["restart", 12],
   ["disk", 6],
   ["remove", 4],
@@ -254,6 +268,7 @@ class Run {
       },
     });
     this.checker = new InvariantChecker(this.cluster);
+    this.checker.onNewLeader = (node, term) => this.#maybeDepose(node, term);
     this.#rng = seededRandom(options.seed ^ 0xfa017);
     this.#nextId = s.voters.length + 1;
     this.cluster.onNodeFailure = (node, error) => {
@@ -293,7 +308,8 @@ class Run {
     const nextFault = () => {
       if (scheduler.now() >= FAULT_MS) return;
       this.#fault();
-      scheduler.after(20 + this.#rng.nextInt(180), nextFault);
+      const [min, max] = shape.faultGapMs;
+      scheduler.after(min + this.#rng.nextInt(max - min), nextFault);
     };
     scheduler.after(this.#rng.nextInt(200), nextFault);
     if (this.#o.log) {
@@ -415,11 +431,15 @@ class Run {
       case "heal":
         cluster.network.heal();
         return "every link";
-      case "crash": {
-        const node = pick(cluster.running);
-        if (!node) return null;
-        cluster.crash(node.id);
-        return `node ${node.id}`;
+      case "crash":
+      case "bounce":
+      case "blip": {
+        // The leader half the time: its fall is what elections, lost
+        // proposals and divergent logs come from.
+        const node = r.nextInt(2) === 0
+          ? cluster.leader() ?? pick(cluster.running)
+          : pick(cluster.running);
+        return node ? this.#injectOn(kind, node) : null;
       }
       case "restart": {
         const node = pick(live.map((id) => cluster.node(id)).filter((n) => !n.up));
@@ -457,6 +477,57 @@ class Run {
           return `${leader.id} -> ${to} refused: ${(e as Error).message}`;
         }
         return `${leader.id} -> ${to}`;
+      }
+    }
+  }
+
+  /** While faults last, deposes some new leaders soon after they win. */
+  #maybeDepose(leader: SimNode, term: number): void {
+    const r = this.#rng;
+    if (this.cluster.scheduler.now() >= FAULT_MS || r.nextInt(100) >= this.shape.deposePercent) {
+      return;
+    }
+    const how = r.nextInt(3);
+    const afterMs = r.nextInt(40);
+    this.cluster.scheduler.after(afterMs, () => {
+      if (this.cluster.scheduler.now() >= FAULT_MS || !leader.up) return;
+      const s = this.cluster.status(leader);
+      if (s.role !== "leader" || s.term !== term) return;
+      const kind = how === 0 ? "crash" : how === 1 ? "bounce" : "blip";
+      const done = this.#injectOn(kind, leader);
+      this.faults.depose = (this.faults.depose ?? 0) + 1;
+      this.#note(`depose: ${kind} the leader of term ${term}: ${done}`);
+    });
+  }
+
+  /** Crashes, bounces or briefly isolates `node`; returns what it did. */
+  #injectOn(kind: "crash" | "bounce" | "blip", node: SimNode): string {
+    const { cluster } = this;
+    const r = this.#rng;
+    switch (kind) {
+      case "crash":
+        cluster.crash(node.id);
+        return `node ${node.id}`;
+      case "bounce": {
+        // Down and up again at once: a node that forgets what it did not
+        // save votes and acknowledges again in the same term.
+        cluster.crash(node.id);
+        const downMs = r.nextInt(60);
+        cluster.scheduler.after(downMs, () => {
+          if (!this.#retired.has(node.id)) cluster.start(node.id);
+        });
+        return `node ${node.id} for ${downMs} ms`;
+      }
+      case "blip": {
+        // A short isolation that ends on its own: leaders change while logs diverge.
+        const others = this.#live().filter((id) => id !== node.id);
+        cluster.network.partition([node.id], others);
+        const forMs = 10 + r.nextInt(150);
+        cluster.scheduler.after(forMs, () => {
+          cluster.network.restoreOneWay([node.id], others);
+          cluster.network.restoreOneWay(others, [node.id]);
+        });
+        return `node ${node.id} cut off for ${forMs} ms`;
       }
     }
   }
