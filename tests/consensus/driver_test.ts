@@ -9,20 +9,7 @@ import { ConsensusError } from "../../src/consensus/driver.ts";
 import { RaftMessageKind } from "../../src/codec/raft.ts";
 import { ConfChangeType, StorageFailure } from "../../src/raft/mod.ts";
 import { SimCluster } from "../sim/cluster.ts";
-
-/** Runs `c` until a leader a quorum follows exists. */
-async function elect(c: SimCluster) {
-  await c.scheduler.runUntil(
-    c.scheduler.now() + 2_000,
-    undefined,
-    () => c.recognizedLeader() !== undefined,
-  );
-  const leader = c.recognizedLeader();
-  assert(leader, "no leader after 2 s of virtual time");
-  // Let the followers' drivers hand out the Ready that names the leader.
-  await c.scheduler.runUntil(c.scheduler.now() + 50);
-  return leader;
-}
+import { elect, outcomeOf, stopAll } from "../sim/drive.ts";
 
 Deno.test("a read a follower forwarded to a leader that crashed fails with UNAVAILABLE instead of waiting forever", async () => {
   const c = new SimCluster({ seed: 3, members: [1, 2, 3] });
@@ -36,17 +23,8 @@ Deno.test("a read a follower forwarded to a leader that crashed fails with UNAVA
   await c.scheduler.runUntil(c.scheduler.now() + 5_000, undefined, () => outcome !== undefined);
   assert(outcome instanceof ConsensusError, `the read ended with ${outcome}`);
   assertEquals(outcome.code, "UNAVAILABLE");
-  for (const n of c.running) n.driver!.stop();
+  stopAll(c);
 });
-
-/** Runs `c` until `p` settles (or `ms` of virtual time pass); returns how it settled. */
-async function outcomeOf(c: SimCluster, p: Promise<unknown>, ms = 5_000): Promise<unknown> {
-  let outcome: unknown = "never settled";
-  let settled = false;
-  p.then((v) => outcome = v, (e) => outcome = e).finally(() => settled = true);
-  await c.scheduler.runUntil(c.scheduler.now() + ms, undefined, () => settled);
-  return outcome;
-}
 
 /** Isolates the leader with two proposals it accepted and never sent, and waits for a new leader. */
 async function strandProposals(c: SimCluster) {
@@ -87,7 +65,7 @@ Deno.test("a proposal whose index a new leader's membership change took is answe
     assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
     assertEquals(outcome.code, "LOST");
   }
-  for (const n of c.running) n.driver!.stop();
+  stopAll(c);
 });
 
 Deno.test("a proposal a leader's snapshot covers before its node applied it is answered UNKNOWN", async () => {
@@ -111,7 +89,7 @@ Deno.test("a proposal a leader's snapshot covers before its node applied it is a
     assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
     assertEquals(outcome.code, "UNKNOWN");
   }
-  for (const n of c.running) n.driver!.stop();
+  stopAll(c);
 });
 
 Deno.test("a proposal cut from its node's log in a quiet cluster is answered UNKNOWN once its time is up", async () => {
@@ -127,7 +105,7 @@ Deno.test("a proposal cut from its node's log in a quiet cluster is answered UNK
   const unknown = await outcomeOf(c, second);
   assert(unknown instanceof ConsensusError, `the second proposal ended with ${unknown}`);
   assertEquals(unknown.code, "UNKNOWN");
-  for (const n of c.running) n.driver!.stop();
+  stopAll(c);
 });
 
 Deno.test("a disk read that fails while the core steps a message stops the node instead of going on", async () => {
@@ -154,5 +132,5 @@ Deno.test("a disk read that fails while the core steps a message stops the node 
   assertEquals(failures.length, 1, "the driver went on after a failed read");
   assert(failures[0] instanceof StorageFailure);
   assert(!follower.up, "the node still runs");
-  for (const n of c.running) n.driver!.stop();
+  stopAll(c);
 });
