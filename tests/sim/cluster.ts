@@ -84,6 +84,12 @@ export class SimCluster {
   readonly nodes = new Map<number, SimNode>();
   /** Off while the harness looks at nodes, so its reads never trip a fault meant for a node. */
   readonly faults: FaultSwitch = { suspended: false };
+  /**
+   * Messages sent by a driver that is no longer its node's running one (it
+   * crashed, or stopped because its disk failed): a stopped node must say
+   * nothing more. The checker fails on any.
+   */
+  readonly strays: string[] = [];
   /** Told when a node's driver stops on its own (its disk failed, or worse). */
   onNodeFailure: ((node: SimNode, error: Error) => void) | null = null;
   readonly #o: ClusterOptions;
@@ -150,6 +156,7 @@ export class SimCluster {
 
   #newDriver(node: SimNode): RaftDriver {
     const id = node.id;
+    const life = node.lives;
     const driver: RaftDriver = new RaftDriver({
       tickMs: this.#o.tickMs ?? 10,
       snapshotEveryEntries: this.#o.snapshotEveryEntries ?? 40,
@@ -159,7 +166,17 @@ export class SimCluster {
       ...this.#o.driver,
       id,
       storage: node.storage,
-      transport: { send: (m) => this.network.send(m) },
+      transport: {
+        send: (m) => {
+          if (node.driver !== driver) {
+            this.strays.push(
+              `node ${id} (life ${life}) sent kind ${m.kind} to ${m.to} after it stopped`,
+            );
+            return;
+          }
+          this.network.send(m);
+        },
+      },
       scheduler: this.scheduler,
       random: seededRandom(this.seed * 31 + id * 7 + node.lives),
       onFailure: (error) => {

@@ -10,6 +10,7 @@
  *   never changed or lost, and every node applies the same entries in the
  *   same order.
  * - A node's commit index never goes back within one run of it.
+ * - A node that stopped (crashed, or its disk failed) sends nothing more.
  *
  * A violation throws {@link InvariantViolation} with what was seen.
  */
@@ -54,6 +55,9 @@ export class InvariantChecker {
   /** The cheap checks, after every event. */
   afterEvent(): void {
     this.checks++;
+    if (this.#cluster.strays.length > 0) {
+      throw new InvariantViolation(`fail-stop: ${this.#cluster.strays.join("; ")}`);
+    }
     for (const node of this.#cluster.running) {
       const s = this.#cluster.status(node);
       if (s.role === "leader") {
