@@ -6,10 +6,12 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { ConsensusError } from "../../src/consensus/driver.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { RaftMessageKind } from "../../src/codec/raft.ts";
+import { MemberRecordSchema } from "../../src/rpc/gen/blixard/v1/state_pb.ts";
 import { ConfChangeType, StorageFailure } from "../../src/raft/mod.ts";
 import { SimCluster } from "../sim/cluster.ts";
-import { elect, outcomeOf, stopAll } from "../sim/drive.ts";
+import { elect, outcomeOf, runFor, runUntil, stopAll } from "../sim/drive.ts";
 
 Deno.test("a read a follower forwarded to a leader that crashed fails with UNAVAILABLE instead of waiting forever", async () => {
   const c = new SimCluster({ seed: 3, members: [1, 2, 3] });
@@ -132,5 +134,46 @@ Deno.test("a disk read that fails while the core steps a message stops the node 
   assertEquals(failures.length, 1, "the driver went on after a failed read");
   assert(failures[0] instanceof StorageFailure);
   assert(!follower.up, "the node still runs");
+  stopAll(c);
+});
+
+/** Adds node 4 with an empty disk as a learner, through the leader; returns the leader. */
+async function addLearner(c: SimCluster) {
+  const leader = await elect(c);
+  c.addEmptyNode(4);
+  c.start(4);
+  const record = create(MemberRecordSchema, { nodeId: 4n, grpcAddress: "10.0.0.4:7400" });
+  const added = leader.driver!.changeMembership({
+    type: ConfChangeType.AddLearner,
+    nodeId: 4,
+    context: toBinary(MemberRecordSchema, record),
+  });
+  assertEquals(await outcomeOf(c, added), undefined);
+  return leader;
+}
+
+Deno.test("a node added as a learner becomes a voter once it caught up, with no second step, keeping the record it joined with", async () => {
+  const c = new SimCluster({ seed: 15, members: [1, 2, 3] });
+  c.startAll();
+  const leader = await addLearner(c);
+  await runUntil(c, 2_000, () => c.status(leader).voters.includes(4));
+  const s = c.status(leader);
+  assertEquals(s.voters, [1, 2, 3, 4]);
+  assertEquals(s.learners, []);
+  await runFor(c, 50);
+  for (const id of [1, 2, 3, 4]) {
+    assertEquals(c.node(id).driver!.state.member(4)?.grpcAddress, "10.0.0.4:7400");
+  }
+  stopAll(c);
+});
+
+Deno.test("with promoteLearners off, a learner that caught up stays a learner", async () => {
+  const c = new SimCluster({ seed: 15, members: [1, 2, 3], driver: { promoteLearners: false } });
+  c.startAll();
+  const leader = await addLearner(c);
+  await runFor(c, 2_000);
+  const s = c.status(leader);
+  assertEquals(s.learners, [4]);
+  assertEquals(s.peers.find((p) => p.id === 4)?.match, s.lastIndex);
   stopAll(c);
 });

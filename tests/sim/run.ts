@@ -31,6 +31,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { ConsensusError } from "../../src/consensus/driver.ts";
 import { ConfChangeType, type RandomSource, seededRandom } from "../../src/raft/mod.ts";
 import { MemberRecordSchema } from "../../src/rpc/gen/blixard/v1/state_pb.ts";
+import type { ClusterState } from "../../src/state/cluster_state.ts";
 import { checkHistory } from "../support/linearizability.ts";
 import { registerModel } from "../support/register_model.ts";
 import { HistoryRecorder, SimClient, type Tracked } from "./clients.ts";
@@ -799,16 +800,7 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-function describeState(
-  state: {
-    appliedIndex: number;
-    members(): unknown[];
-    listMetadata(
-      p: string,
-      n: number,
-    ): { entries: { key: string; value: string; revision: bigint }[] };
-  },
-): string {
+function describeState(state: ClusterState): string {
   const entries = state.listMetadata("", 0).entries.map((e) => `${e.key}=${e.value}@${e.revision}`);
   return `applied ${state.appliedIndex}, ${state.members().length} members, {${
     entries.join(", ")
