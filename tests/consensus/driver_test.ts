@@ -28,6 +28,13 @@ Deno.test("a read a follower forwarded to a leader that crashed fails with UNAVA
   stopAll(c);
 });
 
+/** Runs until `p` settles and checks it failed with `code`. */
+async function expectFailure(c: SimCluster, p: Promise<unknown>, code: ConsensusError["code"]) {
+  const outcome = await outcomeOf(c, p);
+  assert(outcome instanceof ConsensusError, `the proposal ended with ${outcome}`);
+  assertEquals(outcome.code, code);
+}
+
 /** Isolates the leader with two proposals it accepted and never sent, and waits for a new leader. */
 async function strandProposals(c: SimCluster) {
   const old = await elect(c);
@@ -62,11 +69,8 @@ Deno.test("a proposal whose index a new leader's membership change took is answe
   assertEquals(leader.driver!.status().lastIndex, before + 2);
   assertEquals(await outcomeOf(c, change), undefined);
   c.network.heal();
-  for (const p of [first, second]) {
-    const outcome = await outcomeOf(c, p);
-    assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
-    assertEquals(outcome.code, "LOST");
-  }
+  await expectFailure(c, first, "LOST");
+  await expectFailure(c, second, "LOST");
   stopAll(c);
 });
 
@@ -86,11 +90,8 @@ Deno.test("a proposal a leader's snapshot covers before its node applied it is a
   }
   assert(leader.driver!.status().firstIndex > leader.driver!.status().lastIndex - 5);
   c.network.heal();
-  for (const p of [first, second]) {
-    const outcome = await outcomeOf(c, p);
-    assert(outcome instanceof ConsensusError, `the stranded proposal ended with ${outcome}`);
-    assertEquals(outcome.code, "UNKNOWN");
-  }
+  await expectFailure(c, first, "UNKNOWN");
+  await expectFailure(c, second, "UNKNOWN");
   stopAll(c);
 });
 
@@ -100,13 +101,9 @@ Deno.test("a proposal cut from its node's log in a quiet cluster is answered UNK
   const { first, second } = await strandProposals(c);
   c.network.heal();
   // The new leader's no-op takes the first proposal's index: a definite answer.
-  const lost = await outcomeOf(c, first);
-  assert(lost instanceof ConsensusError, `the first proposal ended with ${lost}`);
-  assertEquals(lost.code, "LOST");
+  await expectFailure(c, first, "LOST");
   // Nothing is ever written at the second's index.
-  const unknown = await outcomeOf(c, second);
-  assert(unknown instanceof ConsensusError, `the second proposal ended with ${unknown}`);
-  assertEquals(unknown.code, "UNKNOWN");
+  await expectFailure(c, second, "UNKNOWN");
   stopAll(c);
 });
 

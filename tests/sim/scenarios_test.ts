@@ -30,6 +30,27 @@ function put(key: string, value: string): Command {
   return { kind: "metadata_put", key, value };
 }
 
+/** Three voters with the checker watching every event, and the leader they elect. */
+async function threeNodes(seed: number) {
+  const c = new SimCluster({ seed, members: [1, 2, 3] });
+  const checker = new InvariantChecker(c);
+  c.startAll();
+  const leader = await elect(c, checker);
+  return { c, checker, leader };
+}
+
+/** A new leader other than `old`, once a quorum follows it. */
+async function anotherLeader(c: SimCluster, old: SimNode, checker: InvariantChecker) {
+  assert(
+    await runUntil(c, 20 * ELECTION_MS, () => {
+      const l = c.recognizedLeader();
+      return l !== undefined && l !== old;
+    }, checker),
+    `no leader but ${old.id}`,
+  );
+  return c.recognizedLeader()!;
+}
+
 /** True when `to` holds the entry an append follows, so it would take the append's entries. */
 function wouldAccept(c: SimCluster, m: AppendEntriesRequest): boolean {
   const log = c.node(m.to).storage.stored;
@@ -126,10 +147,7 @@ Deno.test("Figure 8: an old term's entry on a majority is not committed by count
 });
 
 Deno.test("a partitioned node that rejoins does not depose the leader: under PreVote its term never rose", async () => {
-  const c = new SimCluster({ seed: 21, members: [1, 2, 3] });
-  const checker = new InvariantChecker(c);
-  c.startAll();
-  const leader = await elect(c, checker);
+  const { c, checker, leader } = await threeNodes(21);
   const term = c.status(leader).term;
   const loner = c.running.find((n) => n !== leader)!;
   c.network.isolate(loner.id, c.ids);
@@ -149,23 +167,14 @@ Deno.test("a partitioned node that rejoins does not depose the leader: under Pre
 });
 
 Deno.test("a leader cut off from a quorum steps down within two election timeouts, and what it took is never applied (CheckQuorum)", async () => {
-  const c = new SimCluster({ seed: 22, members: [1, 2, 3] });
-  const checker = new InvariantChecker(c);
-  c.startAll();
-  const old = await elect(c, checker);
+  const { c, checker, leader: old } = await threeNodes(22);
   const stranded = old.driver!.propose(put("k", "stranded"));
   c.network.isolate(old.id, c.ids);
   assert(
     await runUntil(c, 2 * ELECTION_MS, () => c.status(old).role !== Role.Leader, checker),
     "the isolated leader still leads after two election timeouts",
   );
-  assert(
-    await runUntil(c, 20 * ELECTION_MS, () => {
-      const l = c.recognizedLeader();
-      return l !== undefined && l !== old;
-    }, checker),
-  );
-  const leader = c.recognizedLeader()!;
+  const leader = await anotherLeader(c, old, checker);
   assert(
     (await outcomeOf(c, leader.driver!.propose(put("k", "new")), 1_000, checker) as {
       ok: boolean;
@@ -245,12 +254,9 @@ Deno.test("a follower that lags behind the leader's compacted log catches up fro
 });
 
 Deno.test("a leader that removes itself steps down once the change applies, and the others lead on without it", async () => {
-  const c = new SimCluster({ seed: 41, members: [1, 2, 3] });
-  const checker = new InvariantChecker(c);
+  const { c, checker, leader: old } = await threeNodes(41);
   const leaders: number[] = [];
   checker.onNewLeader = (node) => leaders.push(node.id);
-  c.startAll();
-  const old = await elect(c, checker);
   const removal = old.driver!.changeMembership({
     type: ConfChangeType.RemoveNode,
     nodeId: old.id,
@@ -258,13 +264,7 @@ Deno.test("a leader that removes itself steps down once the change applies, and 
   });
   assertEquals(await outcomeOf(c, removal, 1_000, checker), undefined);
   assert(c.status(old).role !== Role.Leader, "the removed leader still leads");
-  assert(
-    await runUntil(c, 20 * ELECTION_MS, () => {
-      const l = c.recognizedLeader();
-      return l !== undefined && l !== old;
-    }, checker),
-  );
-  const leader = c.recognizedLeader()!;
+  const leader = await anotherLeader(c, old, checker);
   const rest = c.ids.filter((id) => id !== old.id);
   assertEquals(c.status(leader).voters, rest);
   assert(
