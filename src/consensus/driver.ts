@@ -302,8 +302,10 @@ export class RaftDriver {
   /**
    * Proposes `command`; resolves with what applying it did, once it is
    * applied here. Only the leader proposes.
-   * @throws {ConsensusError} NOT_LEADER (with the leader to forward to), or
-   *   UNAVAILABLE when the core cannot take it now.
+   * @throws {ConsensusError} (as a rejection) NOT_LEADER with the leader to
+   *   forward to, or REFUSED: nothing was proposed; LOST: it was never
+   *   applied; UNKNOWN, STOPPED or FAILED: it may have been (docs/raft.md,
+   *   "What a caller is told").
    */
   propose(command: Command): Promise<ApplyResult> {
     return this.#proposeData(encodeCommand(command));
@@ -311,7 +313,8 @@ export class RaftDriver {
 
   /**
    * Changes the membership; resolves once the change is applied here.
-   * @throws {ConsensusError} NOT_LEADER, or REFUSED (another change pending, ...).
+   * @throws {ConsensusError} (as a rejection) as {@link propose}; REFUSED
+   *   when another change is pending or the change makes no sense.
    */
   changeMembership(change: ConfChange): Promise<void> {
     const proposed = this.#call(() => this.#core.proposeConfChange(change));
@@ -325,6 +328,9 @@ export class RaftDriver {
    * Waits until this node's state is at least as new as the cluster's
    * commit index at the time of the call (Raft's ReadIndex, confirmed with a
    * quorum by the leader), then runs `read` on it: a linearizable read.
+   * @throws {ConsensusError} (as a rejection) NOT_LEADER when no leader is
+   *   known, UNAVAILABLE when no leader confirmed it within `readTimeoutMs`,
+   *   STOPPED or FAILED.
    */
   async read<T>(read: (state: ClusterState) => T): Promise<T> {
     const deadlineMs = this.#scheduler.now() + this.#readTimeoutMs;
