@@ -81,8 +81,9 @@ async function main(): Promise<number> {
   const started = performance.now();
   const failures: SimFailure[] = [];
   const faults: Record<string, number> = {};
-  let operations = 0, unknown = 0, steps = 0, virtualMs = 0, maxLeaderTicks = 0;
+  let operations = 0, unknown = 0, steps = 0, virtualMs = 0;
   let slowest: RunResult | undefined;
+  let longestElection: RunResult | undefined;
   for (let s = from; s < from + seeds!; s++) {
     try {
       const r = await runSeed({ seed: s, nodes, log });
@@ -90,7 +91,7 @@ async function main(): Promise<number> {
       unknown += r.unknown;
       steps += r.steps;
       virtualMs += r.virtualMs;
-      maxLeaderTicks = Math.max(maxLeaderTicks, r.leaderTicks);
+      if (!longestElection || r.leaderTicks > longestElection.leaderTicks) longestElection = r;
       for (const [k, n] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + n;
       if (!slowest || r.checkMs > slowest.checkMs) slowest = r;
     } catch (e) {
@@ -123,7 +124,11 @@ async function main(): Promise<number> {
           } ms (seed ${slowest.seed}, ${slowest.operations} operations)`
           : "-"
       }`,
-      `longest election after healing: ${maxLeaderTicks} ticks`,
+      `longest election after healing: ${
+        longestElection
+          ? `${longestElection.leaderTicks} ticks (seed ${longestElection.seed})`
+          : "-"
+      }`,
       ...failures.map((f) => `failed: ${replayCommand(f.seed, nodes)}`),
     ].join("\n"),
   );
