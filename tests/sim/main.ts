@@ -83,7 +83,8 @@ async function main(): Promise<number> {
   const faults: Record<string, number> = {};
   let operations = 0, unknown = 0, steps = 0, virtualMs = 0;
   let slowest: RunResult | undefined;
-  let longestElection: RunResult | undefined;
+  /** The longest election after healing, with PreVote and without. */
+  const longest = new Map<boolean, RunResult>();
   for (let s = from; s < from + seeds!; s++) {
     try {
       const r = await runSeed({ seed: s, nodes, log });
@@ -91,7 +92,7 @@ async function main(): Promise<number> {
       unknown += r.unknown;
       steps += r.steps;
       virtualMs += r.virtualMs;
-      if (!longestElection || r.leaderTicks > longestElection.leaderTicks) longestElection = r;
+      if (r.leaderTicks > (longest.get(r.preVote)?.leaderTicks ?? -1)) longest.set(r.preVote, r);
       for (const [k, n] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + n;
       if (!slowest || r.checkMs > slowest.checkMs) slowest = r;
     } catch (e) {
@@ -125,9 +126,12 @@ async function main(): Promise<number> {
           : "-"
       }`,
       `longest election after healing: ${
-        longestElection
-          ? `${longestElection.leaderTicks} ticks (seed ${longestElection.seed})`
-          : "-"
+        [true, false].map((preVote) => {
+          const r = longest.get(preVote);
+          return `${r ? `${r.leaderTicks} ticks (seed ${r.seed})` : "-"} ${
+            preVote ? "with" : "without"
+          } PreVote`;
+        }).join(", ")
       }`,
       ...failures.map((f) => `failed: ${replayCommand(f.seed, nodes)}`),
     ].join("\n"),

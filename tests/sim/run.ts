@@ -20,7 +20,8 @@
  *
  * Checks: the cheap invariants (tests/sim/invariants.ts) after every event,
  * the log invariants every {@link LOG_CHECK_EVERY} events and at the end;
- * once healed, a leader within {@link LEADER_BOUND_TICKS}, every member at
+ * once healed, a leader within {@link LEADER_BOUND_TICKS} (more without
+ * PreVote), every member at
  * the same applied index with the same state machine bytes, every request a
  * node took answered, and the client history linearizable.
  *
@@ -52,22 +53,31 @@ export const PROPOSAL_TIMEOUT_MS = 10 * ELECTION_TICKS * TICK_MS;
 /** Scheduler events between two runs of the log invariants. */
 export const LOG_CHECK_EVERY = 250;
 /**
- * Once healed, a leader must be elected within this many ticks. Why this
- * bound: every node is up and every message arrives within 5 ms (half a
- * tick). A follower that heard from a leader in the last `E` =
- * ELECTION_TICKS ticks refuses votes (leader stickiness), and a leader
- * without a quorum steps down within `2E`; a follower campaigns at most
- * `2E` ticks after it last heard from a leader; a PreVote round and a vote
- * round take under two ticks; a candidate with a stale log loses, and an
- * up-to-date one campaigns within the next `2E`. So one election starts
- * within `3E + 2` ticks of healing, and a round whose votes are split (two
- * candidates that time out within the same tick or two; timeouts are drawn
- * from `[E, 2E)`, so roughly one round in `E/2`) costs at most `2E + 2`
- * more. Allowing six split rounds on top: `3E + 2 + 6 * (2E + 2)` = 164
- * ticks; the bound rounds that up to 20 election timeouts. A run that needs
- * more is not unlucky but stuck.
+ * Once healed, a leader must be elected within this many ticks (with
+ * PreVote; {@link LEADER_BOUND_TICKS_WITHOUT_PREVOTE} without). Why: every
+ * node is up and every message arrives within 5 ms (half a tick). Write E
+ * for ELECTION_TICKS. A leader without a quorum steps down within 2E
+ * (CheckQuorum); a follower that heard from a leader refuses votes for E
+ * (stickiness) and campaigns at most 2E after it last heard from one. Under
+ * PreVote a node whose log is behind wins no pre-vote, so it never raises a
+ * term nor restarts anyone's timer. So an up-to-date node campaigns within
+ * 3E + 2 ticks and wins, unless another campaigns within the same tick or
+ * two and the votes split, which costs at most 2E + 2 more; a split needs
+ * two timeouts drawn from E values to collide. Six split rounds in a row on
+ * top: 3E + 2 + 6 * (2E + 2) = 164 ticks, rounded up to 20 election
+ * timeouts. A run that needs more is not unlucky but stuck.
  */
 export const LEADER_BOUND_TICKS = 20 * ELECTION_TICKS;
+/**
+ * The bound without PreVote. A node whose log is behind cannot win, but its
+ * VoteRequests raise the term of every node they reach and restart its
+ * timer, so an up-to-date node wins only in a round where it times out
+ * before such a rival: about one round in two against one rival (seed
+ * 18018: the sole other voter had fallen 100 entries behind; its leader was
+ * elected after 140 ticks, some ten rounds). Thirty rounds of 2E each, which
+ * chance alone needs about once in 2^30 healings.
+ */
+export const LEADER_BOUND_TICKS_WITHOUT_PREVOTE = 60 * ELECTION_TICKS;
 /** Once a leader leads the healed cluster, every member catches up within this. */
 export const CONVERGE_BOUND_MS = 5_000;
 /** Nodes that may join over a run (fresh ids, never reused). */
@@ -191,6 +201,8 @@ export interface RunResult {
   readonly checkMs: number;
   /** Ticks from healing to a recognized leader. */
   readonly leaderTicks: number;
+  /** Whether the run's nodes used PreVote (its election bound depends on it). */
+  readonly preVote: boolean;
   readonly messages: NetworkStats;
 }
 
@@ -339,6 +351,7 @@ class Run {
       unknown,
       checkMs,
       leaderTicks,
+      preVote: shape.preVote,
       messages: cluster.network.stats,
     };
   }
@@ -617,16 +630,13 @@ class Run {
     for (const id of this.#live()) cluster.start(id);
     const healedAt = cluster.scheduler.now();
     this.#note(`healed; every node but ${[...this.#retired].join(",") || "none"} runs`);
+    const bound = this.shape.preVote ? LEADER_BOUND_TICKS : LEADER_BOUND_TICKS_WITHOUT_PREVOTE;
     await this.#runUntil(
-      healedAt + LEADER_BOUND_TICKS * TICK_MS,
+      healedAt + bound * TICK_MS,
       () => cluster.recognizedLeader() !== undefined,
     );
     const leader = cluster.recognizedLeader();
-    if (!leader) {
-      this.#fail(
-        `no leader ${LEADER_BOUND_TICKS} ticks after healing: ${this.#describeNodes()}`,
-      );
-    }
+    if (!leader) this.#fail(`no leader ${bound} ticks after healing: ${this.#describeNodes()}`);
     const ticks = Math.ceil((cluster.scheduler.now() - healedAt) / TICK_MS);
     this.#note(`leader ${leader.id} after ${ticks} ticks`);
     return ticks;
