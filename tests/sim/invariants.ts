@@ -10,6 +10,7 @@
  *   never changed or lost, and every node applies the same entries in the
  *   same order.
  * - A node's commit index never goes back within one run of it.
+ * - A node that stopped (crashed, or its disk failed) sends nothing more.
  *
  * A violation throws {@link InvariantViolation} with what was seen.
  */
@@ -31,7 +32,7 @@ function fingerprint(e: Entry): string {
 
 function entriesOf(node: SimNode, lo: number, hi: number): Entry[] {
   if (lo > hi) return [];
-  return node.storage.entries(lo, hi + 1, Number.MAX_SAFE_INTEGER);
+  return node.storage.stored.entries(lo, hi + 1, Number.MAX_SAFE_INTEGER);
 }
 
 /** Checks a cluster as it runs; keeps what it learned between checks. */
@@ -44,6 +45,8 @@ export class InvariantChecker {
   /** `node/term` → entries of that term the node held while leading it. */
   readonly #ownEntries = new Map<string, Map<number, string>>();
   checks = 0;
+  /** Told the first time a node is seen leading a term. */
+  onNewLeader: ((node: SimNode, term: number) => void) | null = null;
 
   constructor(cluster: SimCluster) {
     this.#cluster = cluster;
@@ -52,8 +55,11 @@ export class InvariantChecker {
   /** The cheap checks, after every event. */
   afterEvent(): void {
     this.checks++;
+    if (this.#cluster.strays.length > 0) {
+      throw new InvariantViolation(`fail-stop: ${this.#cluster.strays.join("; ")}`);
+    }
     for (const node of this.#cluster.running) {
-      const s = node.driver!.status();
+      const s = this.#cluster.status(node);
       if (s.role === "leader") {
         const known = this.#leaders.get(s.term);
         if (known !== undefined && known !== node.id) {
@@ -61,7 +67,10 @@ export class InvariantChecker {
             `Election Safety: nodes ${known} and ${node.id} both led term ${s.term}`,
           );
         }
-        this.#leaders.set(s.term, node.id);
+        if (known === undefined) {
+          this.#leaders.set(s.term, node.id);
+          this.onNewLeader?.(node, s.term);
+        }
       }
       if (s.commit < node.commitSeen) {
         throw new InvariantViolation(
@@ -84,9 +93,9 @@ export class InvariantChecker {
 
   /** Committed entries, as far as this node's durable commit reaches, agree with what was committed before. */
   #checkCommitted(node: SimNode): void {
-    const commit = node.storage.initialState().hardState.commit;
-    const first = node.storage.firstIndex();
-    const last = Math.min(commit, node.storage.lastIndex());
+    const commit = node.storage.stored.initialState().hardState.commit;
+    const first = node.storage.stored.firstIndex();
+    const last = Math.min(commit, node.storage.stored.lastIndex());
     const entries = entriesOf(node, first, last);
     for (const e of entries) {
       const f = fingerprint(e);
@@ -101,12 +110,12 @@ export class InvariantChecker {
   }
 
   #checkLeaderAppendOnly(node: SimNode): void {
-    const s = node.driver!.status();
+    const s = this.#cluster.status(node);
     const key = `${node.id}/${s.term}`;
     const held = this.#ownEntries.get(key);
     if (s.role !== "leader") return;
-    const first = node.storage.firstIndex();
-    const entries = entriesOf(node, first, node.storage.lastIndex()).filter((e) =>
+    const first = node.storage.stored.firstIndex();
+    const entries = entriesOf(node, first, node.storage.stored.lastIndex()).filter((e) =>
       e.term === s.term
     );
     const now = new Map(entries.map((e) => [e.index, fingerprint(e)]));
@@ -124,8 +133,8 @@ export class InvariantChecker {
   }
 
   #checkMatching(a: SimNode, b: SimNode): void {
-    const lo = Math.max(a.storage.firstIndex(), b.storage.firstIndex());
-    const hi = Math.min(a.storage.lastIndex(), b.storage.lastIndex());
+    const lo = Math.max(a.storage.stored.firstIndex(), b.storage.stored.firstIndex());
+    const hi = Math.min(a.storage.stored.lastIndex(), b.storage.stored.lastIndex());
     if (lo > hi) return;
     const ea = entriesOf(a, lo, hi);
     const eb = entriesOf(b, lo, hi);
