@@ -136,7 +136,8 @@ export const PROMOTION_LAG_ENTRIES = 100;
  * - NOT_LEADER, REFUSED: refused before anything was proposed; nothing happened.
  * - LOST: another entry took the proposal's index; it was never applied.
  * - UNKNOWN, STOPPED, FAILED: it may or may not have been applied (read to find out).
- * - UNAVAILABLE: a read that no leader confirmed in time; retry.
+ * - UNAVAILABLE: nothing happened: a read that no leader confirmed in time, or
+ *   a proposal made while leadership is being transferred; retry.
  */
 export class ConsensusError extends Error {
   override readonly name = "ConsensusError";
@@ -519,6 +520,10 @@ export class RaftDriver {
             : `node ${this.id} is not the leader, and knows no leader`,
           leader,
         );
+      }
+      if (e instanceof ProposalDroppedError && e.reason === "transfer_in_progress") {
+        // Leadership moves within an election timeout: a retry reaches the new leader.
+        return new ConsensusError("UNAVAILABLE", `${e.message}; retry`);
       }
       if (isRefusal(e)) return new ConsensusError("REFUSED", (e as Error).message);
       // A broken invariant, a failed read: the core cannot be trusted any more.

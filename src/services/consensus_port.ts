@@ -10,11 +10,12 @@
  *
  * The codes say what a caller may do next:
  * - UNAVAILABLE: nothing happened (no leader known, the node is stopping
- *   before it proposed); retry anywhere.
+ *   before it proposed, leadership is being transferred); retry anywhere.
  * - ABORTED: the write was proposed but another leader's entry took its
  *   place: it was not applied; retry.
- * - UNKNOWN: the node stopped while the write was in flight; it may or may
- *   not be applied: retry with the same request id to learn which.
+ * - UNKNOWN: the node stopped, or the write was not applied within the
+ *   driver's proposal timeout; it may or may not be applied: retry with the
+ *   same request id to learn which.
  * - DEADLINE_EXCEEDED (from the call's deadline): as UNKNOWN.
  * - FAILED_PRECONDITION: consensus refused it now (another membership change
  *   is pending, a transfer is in progress); retry later.
@@ -67,6 +68,7 @@ export function toRpcError(e: unknown, what: string): unknown {
       return new RpcError(Code.FAILED_PRECONDITION, `${what}: ${e.message}`);
     case "STOPPED":
     case "FAILED":
+    case "UNKNOWN":
       return new RpcError(
         Code.UNKNOWN,
         `${what}: ${e.message}; the outcome is unknown: retry with the same request id to learn it`,

@@ -310,7 +310,9 @@ export const ListMetadataResponseSchema: GenMessage<ListMetadataResponse> = /*@_
  * 10,000 writes is not applied again: it is answered with the first result.
  * So a node's own forwarding and transport fallbacks never apply a write twice,
  * and a client that retries with the same id after an unknown outcome
- * (DEADLINE_EXCEEDED, UNKNOWN) learns what happened.
+ * (DEADLINE_EXCEEDED, UNKNOWN) learns what happened. UNAVAILABLE (no leader
+ * known, or the leader is handing leadership over) and ABORTED (a new leader's
+ * entry took the write's place) mean the write was not applied: retry.
  *
  * @generated from service blixard.v1.MetadataService
  */
