@@ -100,12 +100,13 @@ const WATCH_OPTIONS = {
 
 const TARGET_HELP = (timeout: string) => targetHelp("any member", timeout, "Reaching the cluster:");
 
-const WAIT_HELP = `  --no-wait      return once the cluster has committed the change
+const WAIT_HELP = `  --no-wait      return once the cluster has committed the change (--wait,
+                 the default, waits as said above)
   --json         print the VM (a Vm in proto3 JSON, docs/cli.md) as the wait
                  ended, or as the cluster answered with --no-wait`;
 
 const CREATE_HELP = `Usage: blixard vm create NAME [options] (--ticket T | --addr A)
-       blixard vm create NAME [options] (--ticket T | --addr A) -- PROGRAM [ARG]...
+       blixard vm create NAME [options] (--ticket T | --addr A) -- ARGV...
        blixard vm create [NAME] --spec FILE (--ticket T | --addr A) [options]
 
 Creates VM NAME. The cluster places it on a node that runs its backend and
@@ -127,7 +128,7 @@ The VM:
   --image PATH     qemu: a root disk image, the guest's /dev/vda
   --command C      process: what to run, as a JSON array
                    ('["/usr/bin/sleep","600"]') or words split at spaces;
-                   or give PROGRAM and its arguments after --
+                   or give the argv (ARGV...) after --
   --option K=V     a backend option (docs/vm.md); repeat for more
   --restart P      never, on-failure (default) or always: what happens when
                    the VM ends while it should run
