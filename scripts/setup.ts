@@ -153,6 +153,18 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     present: runs("/bin/sh", "-c", "ls /boot/vmlinuz-*-cloud-amd64"),
     why: "a kernel, and its power button modules, for the test guest the VM tests boot",
   },
+  {
+    name: "etcd-server",
+    present: anyFile(["/usr/bin/etcd"], true),
+    why:
+      "etcd: the 3-member etcd cluster bench/raft/ measures beside Blixard's (benchmarks only, no test uses it)",
+  },
+  {
+    name: "etcd-client",
+    present: anyFile(["/usr/bin/etcdctl"], true),
+    why:
+      "etcdctl: reads that etcd cluster's revision, to check the writes bench/raft/ counted were committed (benchmarks only)",
+  },
 ];
 
 /** Why setup could not leave every package present. */

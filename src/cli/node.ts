@@ -37,8 +37,10 @@ Signals:
                     allowlist; calls in flight finish. If it is not, keep
                     running on the old configuration and log why.
                     ('blixard reload' sends it and reports.)
-  SIGTERM, SIGINT   stop gracefully: no new calls, calls in flight get
-                    [limits] shutdown_timeout_ms. A second signal exits at once.
+  SIGTERM, SIGINT   stop gracefully: a leader hands leadership over, then no
+                    new calls, calls in flight get [limits] shutdown_timeout_ms,
+                    VMs are left running (or stopped: [vm] on_agent_stop).
+                    A second signal exits at once.
 
 On start it prints the node's gRPC address and Iroh endpoint id and ticket
 (those its mode runs), and writes its pid to <data_dir>/blixard.pid.

@@ -292,6 +292,7 @@ function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
       accel: vm.accel,
       qemuBinary: vm.qemu_binary,
       nodeLostAfterMs: vm.node_lost_after_ms,
+      onAgentStop: vm.on_agent_stop,
     },
     limits: {
       maxFrameBytes: limits.max_frame_bytes,

@@ -51,7 +51,7 @@ export const DEFAULTS = {
   raftTickMs: 100,
   raftElectionTicks: 10,
   raftHeartbeatTicks: 1,
-  raftSnapshotEveryEntries: 10_000,
+  raftSnapshotEveryEntries: 100_000,
   raftKeepEntries: 1_000,
   vmNodeLostAfterMs: 30_000,
   maxConcurrentStreams: 16,
@@ -518,7 +518,7 @@ const raft = documented(
       integer(16, 100_000_000).default(DEFAULTS.raftSnapshotEveryEntries),
       {
         description:
-          "A snapshot of the cluster state is taken, and the log compacted behind it, after this many applied entries.",
+          "A snapshot of the cluster state is taken, and the log compacted behind it, after this many applied entries. Taking one encodes the whole state on the node's event loop (a few hundred ms for a state of some MiB), so not too often: the default is etcd's.",
       },
     ),
     keep_entries: documented(integer(0, 100_000_000).default(DEFAULTS.raftKeepEntries), {
@@ -587,6 +587,10 @@ const vm = documented(
     }),
     qemu_binary: documented(nonEmpty().default("qemu-system-x86_64"), {
       description: "The qemu executable: a path, or a name looked up on PATH.",
+    }),
+    on_agent_stop: documented(z.enum(["leave", "stop"]).default("leave"), {
+      description:
+        "What a graceful stop of the agent (SIGTERM) does to this node's VMs: `leave` them running, to be adopted by the next start (an agent upgrade or restart does not touch them), or `stop` them, each as a Stop would, within `limits.shutdown_timeout_ms`; the next start starts again those it stopped. VMs are never stopped by a crash or SIGKILL of the agent.",
     }),
     node_lost_after_ms: documented(
       integer(1000, 86_400_000, "ms").default(DEFAULTS.vmNodeLostAfterMs),

@@ -131,6 +131,8 @@ export interface VmConfig {
   readonly accel: "auto" | "kvm" | "tcg";
   readonly qemuBinary: string;
   readonly nodeLostAfterMs: number;
+  /** What a graceful stop of the agent does to its VMs. */
+  readonly onAgentStop: "leave" | "stop";
 }
 
 /** `[limits]`: bounds on what a peer controls. */

@@ -20,7 +20,17 @@ import { createClient } from "../rpc/client.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
 import { JoinRequestSchema } from "../rpc/gen/blixard/v1/cluster_pb.ts";
 import { RpcRouter } from "../rpc/router.ts";
-import { Cluster, Health, Metadata, Status } from "../rpc/services.ts";
+import {
+  type Client,
+  Cluster,
+  Health,
+  Metadata,
+  Monitoring,
+  type PeerInfo,
+  type ServiceInfo,
+  Status,
+  Vm,
+} from "../rpc/services.ts";
 import type { DualPeer, PeerAddress } from "../runner/dual_client.ts";
 import { RaftOutbox } from "../runner/raft_outbox.ts";
 import { DualRunner, type ReloadResult } from "../runner/runner.ts";
@@ -28,6 +38,8 @@ import { clusterService } from "../services/cluster.ts";
 import type { ConsensusPort, LeaderClients } from "../services/consensus_port.ts";
 import { healthService } from "../services/health.ts";
 import { metadataService } from "../services/metadata.ts";
+import { monitoringService } from "../services/monitoring.ts";
+import { vmService } from "../services/vm.ts";
 import { type KnownPeer, type MembershipView, statusService } from "../services/status.ts";
 import type { MemberRecord } from "../state/cluster_state.ts";
 import { parseTicket, toTicket } from "../transport/iroh/endpoint.ts";
@@ -36,8 +48,10 @@ import { parseHostPort } from "../util/address.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
 import { Consensus } from "./consensus.ts";
+import { guardChanges } from "./guard.ts";
 import { namesToResolve, type Principals, principalsOf } from "./principals.ts";
 import { RaftInbox } from "./raft_inbox.ts";
+import { VmNode } from "./vms.ts";
 
 export type { ReloadResult };
 
@@ -64,6 +78,8 @@ export class Agent {
   readonly #log: Logger;
   readonly #onFatal: ((error: Error) => void) | undefined;
   #consensus: Consensus | null = null;
+  #vms: VmNode | null = null;
+  readonly #consensusPort: ConsensusPort;
   #principals: Principals;
   /** Peers' gRPC host names resolved to IPs, refreshed at start and before each reload. */
   #resolved: ReadonlyMap<string, readonly string[]>;
@@ -107,12 +123,11 @@ export class Agent {
       metrics,
     });
     const membership = this.#membershipView();
-    const port = this.#port();
-    const leaders: LeaderClients = (service, leader) => {
-      const address = this.#peerAddress(leader);
-      return address ? createClient(service, this.runner.peers().peer(address)) : null;
-    };
+    const port = this.#consensusPort = this.#port();
+    const leaders: LeaderClients = (service, nodeId) => this.#clientOf(service, nodeId);
     this.#cluster = clusterService(port, leaders);
+    const authorize = (peer: PeerInfo, what: string) =>
+      this.#principals.authorizeChange(peer, what);
     router
       .register(
         Health,
@@ -131,8 +146,45 @@ export class Agent {
           implements: (service) => router.serves(service),
         }),
       )
-      .register(Metadata, metadataService(port, leaders))
-      .register(Cluster, this.#cluster);
+      .register(
+        Metadata,
+        guardChanges("metadata", metadataService(port, leaders), [
+          "put",
+          "delete",
+          "compareAndSet",
+        ], authorize),
+      )
+      .register(
+        Cluster,
+        guardChanges("cluster", this.#cluster, ["join", "leave", "transferLeadership"], authorize),
+      )
+      .register(
+        Vm,
+        guardChanges(
+          "vm",
+          vmService({
+            port,
+            leaders,
+            vms: () => this.#vms ?? undefined,
+            state: () => this.#consensus?.driver.state,
+            authorizeNode: (peer, nodeId) =>
+              this.#principals.authorizeNode(peer, nodeId, "report VM states"),
+          }),
+          ["create", "start", "stop", "delete"],
+          authorize,
+        ),
+      )
+      .register(
+        Monitoring,
+        monitoringService({
+          port,
+          nodes: leaders,
+          metrics: async () => ({
+            text: await metrics.text(),
+            contentType: metrics.registry.contentType,
+          }),
+        }),
+      );
   }
 
   /** Starts the agent described by `config`: listeners first, then consensus. */
@@ -160,6 +212,22 @@ export class Agent {
       await agent.runner.stop();
       throw e;
     }
+    try {
+      agent.#vms = await VmNode.open({
+        config,
+        port: agent.#consensusPort,
+        state: () => agent.#consensus?.driver.state,
+        sendReports: (leader, request) =>
+          agent.#clientOf(Vm, leader)?.reportStatus(request, { deadlineMs: 5_000 }) ?? null,
+        lastHeardMs: (id) => agent.inbox.lastHeardMs(id),
+        logger: log,
+      });
+    } catch (e) {
+      agent.#consensus.close();
+      await agent.runner.stop();
+      throw e;
+    }
+    agent.#vms.start();
     agent.#onMembership(agent.#consensus.members());
     agent.#announce();
     return agent;
@@ -207,14 +275,58 @@ export class Agent {
     return this.runner.peers().peer(address);
   }
 
-  /** Graceful stop: calls in flight get `limits.shutdown_timeout_ms`; consensus stops last. */
+  /**
+   * Graceful stop: a leader first hands leadership to the most up-to-date
+   * voter (so the cluster need not wait out an election timeout), then calls
+   * in flight get `limits.shutdown_timeout_ms`; consensus stops last.
+   */
   async stop(): Promise<{ abandoned: number }> {
     this.#stopping = true;
     clearTimeout(this.#announcing);
+    await this.#handOverLeadership();
     const result = await this.runner.stop();
+    await this.#vms?.close(this.config.limits.shutdownTimeoutMs);
     this.outbox.close();
     this.#consensus?.close();
     return result;
+  }
+
+  /**
+   * If this node leads and another voter exists, transfers leadership to the
+   * voter with the longest log and waits until it leads: at most two election
+   * timeouts, and half the shutdown timeout. A failure is logged, never fatal.
+   */
+  async #handOverLeadership(): Promise<void> {
+    const c = this.#consensus;
+    if (!c || c.driver.failed || c.leader !== this.config.node.id) return;
+    const s = c.driver.status();
+    const to = s.peers.filter((p) => p.id !== s.id && s.voters.includes(p.id))
+      .sort((a, b) => b.match - a.match || a.id - b.id)[0]?.id;
+    if (to === undefined) return;
+    const { raft, limits } = this.config;
+    const waitMs = Math.min(2 * raft.electionTicks * raft.tickMs, limits.shutdownTimeoutMs / 2);
+    const started = Date.now();
+    try {
+      c.driver.transferLeadership(to);
+      while (c.leader === this.config.node.id || c.leader === 0) {
+        if (Date.now() - started > waitMs) {
+          throw new Error(`node ${to} did not take over in ${waitMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      this.#log.info("handed leadership over before stopping", {
+        to: c.leader,
+        took_ms: Date.now() - started,
+      });
+    } catch (e) {
+      this.#log.warn("could not hand leadership over before stopping", { to, error: e });
+    }
+  }
+
+  /** A typed client of node `nodeId`'s services; null when no address of it is known. */
+  #clientOf<S extends ServiceInfo>(service: S, nodeId: number): Client<S["desc"]> | null {
+    const address = this.#peerAddress(nodeId);
+    return address ? createClient(service, this.runner.peers().peer(address)) : null;
   }
 
   /** What this node knows of member `nodeId`: its record first, else its config entry. */
@@ -276,6 +388,9 @@ export class Agent {
       nodeId: BigInt(id),
       ...(mine.iroh ? { iroh: { case: "irohAddress", value: mine.iroh } } : {}),
       grpcAddress: mine.grpcAddress,
+      vcpus: mine.vcpus,
+      memoryMib: mine.memoryMib,
+      vmBackends: [...mine.backends],
     });
     const deadlineMs = 5_000;
     const ctx = {
@@ -293,10 +408,14 @@ export class Agent {
     );
   }
 
-  /** This node's record as its listeners are now. */
-  #ownRecord(): { iroh?: { endpointId: string; directAddresses: string[] }; grpcAddress: string } {
+  /** This node's record as its listeners and VM backends are now. */
+  #ownRecord(): OwnRecord {
     const endpoint = this.runner.irohEndpoint;
+    const capacity = this.#vms?.capacity;
     return {
+      vcpus: capacity?.vcpus ?? 0,
+      memoryMib: BigInt(capacity?.memoryMib ?? 0),
+      backends: capacity?.backends ?? [],
       ...(endpoint
         ? {
           iroh: {
@@ -396,11 +515,18 @@ function memberAddress(m: MemberRecord) {
   };
 }
 
-function sameRecord(
-  a: MemberRecord,
-  b: { iroh?: { endpointId: string; directAddresses: string[] }; grpcAddress: string },
-): boolean {
-  return a.grpcAddress === b.grpcAddress &&
+/** How this node describes itself to the cluster. */
+interface OwnRecord {
+  readonly iroh?: { endpointId: string; directAddresses: string[] };
+  readonly grpcAddress: string;
+  readonly vcpus: number;
+  readonly memoryMib: bigint;
+  readonly backends: readonly string[];
+}
+
+function sameRecord(a: MemberRecord, b: OwnRecord): boolean {
+  return a.grpcAddress === b.grpcAddress && a.vcpus === b.vcpus && a.memoryMib === b.memoryMib &&
+    a.backends.join() === b.backends.join() &&
     (a.iroh?.endpointId ?? "") === (b.iroh?.endpointId ?? "") &&
     [...(a.iroh?.directAddresses ?? [])].sort().join() ===
       [...(b.iroh?.directAddresses ?? [])].sort().join();

@@ -94,32 +94,78 @@ export class Principals {
    * it may, else why not.
    */
   authorizeRaft(caller: PeerInfo, from: number): Refusal | null {
-    return caller.transport === "iroh"
-      ? this.#authorizeIroh(caller.id, from)
-      : this.#authorizeGrpc(caller, from);
+    return this.authorizeNode(caller, from, "send Raft messages");
   }
 
-  #authorizeIroh(endpointId: string, from: number): Refusal | null {
+  /**
+   * Whether `caller` is node `nodeId` (a peer, authenticated as itself), to
+   * do what only that node may (`what`: "send Raft messages", "report its
+   * VMs"); null when it is, else why not.
+   */
+  authorizeNode(caller: PeerInfo, nodeId: number, what: string): Refusal | null {
+    return caller.transport === "iroh"
+      ? this.#authorizeIroh(caller.id, nodeId, what)
+      : this.#authorizeGrpc(caller, nodeId, what);
+  }
+
+  /**
+   * Whether `caller` may change the cluster's state (VMs, membership): a
+   * peer or an operator, authenticated. Over Iroh every accepted connection
+   * is one; over gRPC, a client with a verified certificate (mutual TLS), or,
+   * on a listener that accepts plaintext peers, a caller on this host
+   * (loopback) or at a peer's address. Null when it may, else why not.
+   */
+  authorizeChange(caller: PeerInfo, what: string): Refusal | null {
+    if (caller.transport === "iroh") {
+      return this.allowsConnection(caller.id) ? null : {
+        reason: `endpoint ${short(caller.id)} is neither a cluster peer nor an operator key`,
+      };
+    }
+    switch (this.grpcPeerAuth) {
+      case "certificate":
+        return (caller.certificateNames ?? []).length > 0 ? null : {
+          reason: `${what} needs a client certificate the cluster's CA signed`,
+        };
+      case "none":
+        return {
+          reason:
+            `${what} needs an authenticated caller, and this node's gRPC listener authenticates none (TLS without grpc.tls.ca_file): use mutual TLS, or Iroh with an operator key`,
+        };
+      case "address": {
+        const ip = ipOf(caller.id);
+        if (ip !== undefined && (isLoopbackIp(ip) || this.#isPeerIp(ip))) return null;
+        return {
+          reason:
+            `${what} over plaintext gRPC is allowed from this host or a peer's address only, and ${caller.id} is neither: use mutual TLS, or Iroh with an operator key`,
+        };
+      }
+    }
+  }
+
+  #isPeerIp(ip: string): boolean {
+    for (const p of this.#byNode.values()) {
+      if (p.grpcIps.some((q) => sameIp(q, ip))) return true;
+    }
+    return false;
+  }
+
+  #authorizeIroh(endpointId: string, from: number, what: string): Refusal | null {
     const peer = this.#byEndpoint.get(endpointId);
     if (!peer) {
       return {
         reason: this.#operators.has(endpointId)
-          ? `endpoint ${
-            short(endpointId)
-          } is an operator key: operators may call the client services, not send Raft messages`
-          : `endpoint ${
-            short(endpointId)
-          } is not a cluster peer: only peers may send Raft messages`,
+          ? `endpoint ${short(endpointId)} is an operator key: operators may not ${what}`
+          : `endpoint ${short(endpointId)} is not a cluster peer: only peers may ${what}`,
       };
     }
     return peer.nodeId === from ? null : {
       reason: `endpoint ${
         short(endpointId)
-      } is node ${peer.nodeId}; it may not send Raft messages as node ${from}`,
+      } is node ${peer.nodeId}; it may not ${what} as node ${from}`,
     };
   }
 
-  #authorizeGrpc(caller: PeerInfo, from: number): Refusal | null {
+  #authorizeGrpc(caller: PeerInfo, from: number, what: string): Refusal | null {
     const peer = this.#byNode.get(from);
     if (!peer || peer.grpcHost === undefined) {
       return { reason: `node ${from} is not a cluster peer with a grpc_address` };
@@ -128,7 +174,7 @@ export class Principals {
       case "none":
         return {
           reason:
-            "this node's gRPC listener authenticates no client (TLS without grpc.tls.ca_file): Raft over gRPC needs mutual TLS, or grpc.allow_insecure = true to accept peers by address",
+            `this node's gRPC listener authenticates no client (TLS without grpc.tls.ca_file): to ${what} over gRPC needs mutual TLS, or grpc.allow_insecure = true to accept peers by address`,
         };
       case "certificate": {
         const names = caller.certificateNames ?? [];
@@ -242,6 +288,11 @@ function ipOf(peer: string): string | undefined {
   if (colon <= 0) return undefined;
   const host = peer.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
   return isIpv4(host) || isIpv6(host) ? host : undefined;
+}
+
+function isLoopbackIp(ip: string): boolean {
+  const v4 = unmap(ip);
+  return v4.startsWith("127.") || v4 === "::1";
 }
 
 function sameIp(a: string, b: string): boolean {

@@ -100,6 +100,8 @@ export class RaftInbox implements RaftIngress {
   readonly #denialLog = new RateLimiter(60_000);
   #onReady: (() => void) | undefined;
   #notifying = false;
+  /** When an authorized message last came from each node (`Date.now()` ms); one entry per peer. */
+  readonly #heardMs = new Map<number, number>();
   readonly stats: InboxStats = {
     accepted: [0, 0, 0, 0],
     dropped: [0, 0, 0, 0],
@@ -130,6 +132,7 @@ export class RaftInbox implements RaftIngress {
       const refusal = principals.authorizeRaft(peer, m.from);
       if (refusal) return { accepted: 0, denied: this.#deny(peer, refusal.reason) };
     }
+    if (messages.length > 0) this.#heardMs.set(messages[0]!.from, Date.now());
     let accepted = 0;
     for (const message of messages) {
       const c = raftMessagePriority(message.kind) as RaftClass;
@@ -149,6 +152,14 @@ export class RaftInbox implements RaftIngress {
     }
     if (accepted > 0) this.#notify();
     return { accepted };
+  }
+
+  /**
+   * When a message from node `nodeId` last arrived (`Date.now()` ms, whether
+   * or not it fit), or undefined if none has since this node started.
+   */
+  lastHeardMs(nodeId: number): number | undefined {
+    return this.#heardMs.get(nodeId);
   }
 
   /** Messages waiting, over every class. */

@@ -92,8 +92,34 @@ export function memberRecordOf(req: JoinRequest): MemberRecord {
       "cluster.Join: the node needs an Iroh ticket or address, or a grpc_address, to be reached",
     );
   }
-  return create(MemberRecordSchema, { nodeId, iroh, grpcAddress: req.grpcAddress });
+  if (req.vcpus > MAX_DECLARED_VCPUS) {
+    throw new RpcError(
+      Code.INVALID_ARGUMENT,
+      `cluster.Join: vcpus ${req.vcpus}: expected at most ${MAX_DECLARED_VCPUS}`,
+    );
+  }
+  if (req.vmBackends.length > MAX_BACKENDS || req.vmBackends.some((b) => !BACKEND.test(b))) {
+    throw new RpcError(
+      Code.INVALID_ARGUMENT,
+      `cluster.Join: vm_backends ${
+        JSON.stringify(req.vmBackends.slice(0, MAX_BACKENDS + 1))
+      }: expected at most ${MAX_BACKENDS} names of 1 to 32 characters of a-z, 0-9 and '-'`,
+    );
+  }
+  return create(MemberRecordSchema, {
+    nodeId,
+    iroh,
+    grpcAddress: req.grpcAddress,
+    vcpus: req.vcpus,
+    memoryMib: req.memoryMib,
+    backends: req.vmBackends,
+  });
 }
+
+/** Bounds of what a node declares it offers to VMs. */
+const MAX_DECLARED_VCPUS = 65_536;
+const MAX_BACKENDS = 8;
+const BACKEND = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
 /** Members as Cluster and Status report them. */
 export function memberMessages(
@@ -121,7 +147,16 @@ export function clusterService(
     const id = Number(record.nodeId);
     const { voters, learners } = port.status();
     if (voters.includes(id) || learners.includes(id)) {
-      await port.propose({ kind: "member_update", member: record });
+      const known = port.members().find((m) => m.nodeId === record.nodeId);
+      const declares = record.vcpus !== 0 || record.memoryMib !== 0n || record.backends.length > 0;
+      // An operator's join of a member updates its addresses; what it offers to VMs it declares itself.
+      const member = declares || !known ? record : create(MemberRecordSchema, {
+        ...record,
+        vcpus: known.vcpus,
+        memoryMib: known.memoryMib,
+        backends: known.backends,
+      });
+      await port.propose({ kind: "member_update", member });
     } else {
       await port.changeMembership({
         type: ConfChangeType.AddLearner,

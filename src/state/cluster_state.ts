@@ -451,6 +451,11 @@ export class ClusterState {
     return this.#vms.eventsAfter(revision);
   }
 
+  /** The index of the newest VM event: it grows with every VM change. */
+  get vmRevision(): number {
+    return this.#vms.revision;
+  }
+
   /** The whole state as of {@link appliedIndex}, deterministic byte for byte. */
   snapshot(): Uint8Array {
     const keys = [...this.#metadata.keys()].sort();

@@ -20,8 +20,10 @@
  * - A report changes the actual state only if it comes from the node the VM
  *   is placed on (a late report from a node it moved away from changes
  *   nothing).
- * - A place command moves a VM off a lost node, or marks it LOST, only if it
- *   is still on that node.
+ * - A place command acts only if the VM is still on the node it names as
+ *   `from`: to another node, it moves the VM there (PENDING); to the same
+ *   node, it marks the VM LOST and leaves it placed there, so the node takes
+ *   it up again if it comes back; to node 0, it marks it LOST and unplaced.
  *
  * @module
  */
@@ -164,6 +166,10 @@ export class VmTable {
         if (!r || !status || Number(status.nodeId) !== c.fromNodeId) {
           return { ok: true, kind: "vm_unchanged" };
         }
+        const lost = c.nodeId === 0 || c.nodeId === c.fromNodeId;
+        if (lost && c.nodeId !== 0 && status.state === VmState.LOST) {
+          return { ok: true, kind: "vm_unchanged" };
+        }
         const next = this.#put(c.name, {
           ...r,
           vm: {
@@ -171,7 +177,7 @@ export class VmTable {
             status: {
               ...status,
               nodeId: BigInt(c.nodeId),
-              state: c.nodeId === 0 ? VmState.LOST : VmState.PENDING,
+              state: lost ? VmState.LOST : VmState.PENDING,
               exitReason: c.reason,
               stateChangedAt: timestampFromMs(c.atMs),
             },
@@ -253,6 +259,12 @@ export class VmTable {
     return [...this.#vms.keys()].sort().map((n) => this.#vms.get(n)!);
   }
 
+  /** The index of the newest VM event (0 before the first): it grows with every VM change. */
+  get revision(): number {
+    const last = this.#events.at(-1);
+    return last ? Number(last.index) : this.#droppedThrough;
+  }
+
   /** How many VMs. */
   get size(): number {
     return this.#vms.size;
@@ -264,7 +276,15 @@ export class VmTable {
    */
   eventsAfter(revision: number): VmEvent[] | null {
     if (revision < this.#droppedThrough) return null;
-    return this.#events.filter((e) => Number(e.index) > revision);
+    // Events are in index order: find the first one after `revision`.
+    let lo = 0;
+    let hi = this.#events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (Number(this.#events[mid]!.index) > revision) hi = mid;
+      else lo = mid + 1;
+    }
+    return this.#events.slice(lo);
   }
 
   /** The records, the events and how far events were dropped, for a snapshot. */

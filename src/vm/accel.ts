@@ -164,7 +164,8 @@ export function cachedKvmProbe(
   if (probe === undefined) {
     probe = probeKvm({ ...options, qemu }).then((p) => {
       if (p.usable) logger.info("kvm works here", { reason: p.reason, probe_ms: p.tookMs });
-      else {logger.warn("kvm unusable here; qemu VMs use tcg", {
+      // Not a warning: `auto` is documented to fall back, and `kvm` refuses with its own error.
+      else {logger.info("kvm unusable here; qemu VMs use tcg", {
           reason: p.reason,
           probe_ms: p.tookMs,
         });}

@@ -7,8 +7,9 @@
  * Owns: {@link placeVm}, {@link PlacementError}. Imports the generated
  * `VmSpec` type only.
  *
- * Rule: a `node_id` in the spec pins the VM to that node (which must exist,
- * be alive and have room); otherwise the VM goes to the alive node that is
+ * Rule: a node can take a VM only if it runs the VM's backend. A `node_id`
+ * in the spec pins the VM to that node (which must exist, be alive, run the
+ * backend and have room); otherwise the VM goes to the alive node that is
  * least allocated once it is there (the larger of its vCPU and memory
  * fractions), ties broken by the lower node id, so VMs spread and the choice
  * is the same on every node.
@@ -29,6 +30,8 @@ export interface PlacementNode {
   readonly allocatedMemoryMib: bigint;
   /** Whether the node is up (a member the leader hears from). */
   readonly alive: boolean;
+  /** The VM backends it runs (MemberRecord.backends). */
+  readonly backends: readonly string[];
 }
 
 /** Why no node was chosen. */
@@ -40,7 +43,9 @@ export type PlacementErrorCode =
   /** The spec pins a node that is not alive. */
   | "PINNED_NODE_DOWN"
   /** The spec pins a node without room for it. */
-  | "PINNED_NODE_FULL";
+  | "PINNED_NODE_FULL"
+  /** The spec pins a node that does not run its backend. */
+  | "PINNED_NODE_NO_BACKEND";
 
 /** A VM that cannot be placed; the message names what was asked and what is free where. */
 export class PlacementError extends Error {
@@ -60,6 +65,7 @@ function freeOf(node: PlacementNode): { vcpus: number; memoryMib: bigint } {
 }
 
 function fits(spec: VmSpec, node: PlacementNode): boolean {
+  if (!node.backends.includes(spec.backend)) return false;
   const free = freeOf(node);
   return spec.vcpus <= free.vcpus && spec.memoryMib <= free.memoryMib;
 }
@@ -71,14 +77,24 @@ function loadWith(spec: VmSpec, node: PlacementNode): number {
   return Math.max(cpu, mem);
 }
 
-function describeFree(node: PlacementNode): string {
+function describeFree(node: PlacementNode, backend: string): string {
   if (!node.alive) return `node ${node.nodeId}: down`;
+  if (node.backends.length === 0) {
+    return `node ${node.nodeId}: runs no VM backend (or has not announced its capacity yet)`;
+  }
+  if (!node.backends.includes(backend)) {
+    return `node ${node.nodeId}: no ${JSON.stringify(backend)} backend (runs ${
+      node.backends.map((b) => JSON.stringify(b)).join(", ")
+    })`;
+  }
   const free = freeOf(node);
   return `node ${node.nodeId}: ${free.vcpus} vcpus and ${free.memoryMib} MiB free`;
 }
 
 function asked(spec: VmSpec): string {
-  return `vm ${JSON.stringify(spec.name)} (${spec.vcpus} vcpus, ${spec.memoryMib} MiB)`;
+  return `vm ${JSON.stringify(spec.name)} (${spec.vcpus} vcpus, ${spec.memoryMib} MiB, backend ${
+    JSON.stringify(spec.backend)
+  })`;
 }
 
 /**
@@ -92,9 +108,10 @@ function asked(spec: VmSpec): string {
  * import { VmSpecSchema } from "../rpc/gen/blixard/v1/vm_pb.ts";
  * import { placeVm } from "./placement.ts";
  *
- * const spec = create(VmSpecSchema, { name: "web", vcpus: 2, memoryMib: 1024n });
+ * const spec = create(VmSpecSchema, { name: "web", vcpus: 2, memoryMib: 1024n, backend: "qemu" });
  * const node = (nodeId: bigint, allocatedVcpus: number) => ({
  *   nodeId, vcpus: 8, memoryMib: 16384n, allocatedVcpus, allocatedMemoryMib: 0n, alive: true,
+ *   backends: ["qemu"],
  * });
  * placeVm(spec, [node(1n, 6), node(2n, 2)]); // 2n: the less loaded node
  * ```
@@ -115,10 +132,16 @@ export function placeVm(spec: VmSpec, nodes: readonly PlacementNode[]): bigint {
         `cannot place ${asked(spec)} on node ${spec.nodeId}: the node is down`,
       );
     }
+    if (!node.backends.includes(spec.backend)) {
+      throw new PlacementError(
+        "PINNED_NODE_NO_BACKEND",
+        `cannot place ${asked(spec)} on node ${spec.nodeId}: ${describeFree(node, spec.backend)}`,
+      );
+    }
     if (!fits(spec, node)) {
       throw new PlacementError(
         "PINNED_NODE_FULL",
-        `cannot place ${asked(spec)} on node ${spec.nodeId}: ${describeFree(node)}`,
+        `cannot place ${asked(spec)} on node ${spec.nodeId}: ${describeFree(node, spec.backend)}`,
       );
     }
     return node.nodeId;
@@ -140,7 +163,9 @@ export function placeVm(spec: VmSpec, nodes: readonly PlacementNode[]): bigint {
     throw new PlacementError(
       "NO_NODE_FITS",
       `no node can run ${asked(spec)}: ` +
-        (sorted.length === 0 ? "the cluster has no members" : sorted.map(describeFree).join("; ")),
+        (sorted.length === 0
+          ? "the cluster has no members"
+          : sorted.map((n) => describeFree(n, spec.backend)).join("; ")),
     );
   }
   return best.nodeId;

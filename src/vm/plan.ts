@@ -35,7 +35,8 @@ export interface DesiredVm {
   readonly spec: VmSpec;
   /**
    * Grows whenever the operator changes the VM's desired state (the cluster
-   * half uses the Raft index of that change). A VM that ended is started
+   * half uses twice the Raft index of that change, plus one when the agent
+   * restarts a VM it stopped itself on its way down). A VM that ended is started
    * again for a newer generation whatever its restart policy says.
    */
   readonly generation: number;

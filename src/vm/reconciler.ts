@@ -133,6 +133,15 @@ export class VmReconciler {
     return this.#reported;
   }
 
+  /**
+   * Forgets what was last reported of `name`, so the next round reports its
+   * state again: for when the cluster's record of it differs (a report lost,
+   * or the leader marked it LOST while this node was cut off).
+   */
+  resync(name: string): void {
+    if (this.#reported.delete(name)) this.#wake(0);
+  }
+
   /** The handle of a VM this reconciler started or adopted. */
   handle(name: string): VmHandle | undefined {
     return this.#handles.get(name);

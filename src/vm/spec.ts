@@ -33,7 +33,12 @@ export const VM_SPEC_LIMITS = Object.freeze({
   /** Linux's x86 kernel command line holds 2048 bytes. */
   maxCmdlineBytes: 2048,
   maxStopTimeoutMs: 600_000,
+  maxLabels: 32,
+  maxLabelValueBytes: 256,
 });
+
+/** A label key: 1 to 63 of a-z 0-9 . _ / -, starting with a letter or digit. */
+const LABEL_KEY = /^[a-z0-9][a-z0-9._\/-]{0,62}$/;
 
 /** What a VM does when it exits while its desired state is running. */
 export type RestartPolicy = "never" | "on-failure" | "always";
@@ -274,7 +279,30 @@ export function vmSpecIssues(spec: VmSpec, options: ValidateOptions = {}): VmSpe
     add("desired_state", `${spec.desiredState}: expected RUNNING or STOPPED`);
   }
   checkOptions(spec, rules, add);
+  checkLabels(spec, add);
   return issues;
+}
+
+function checkLabels(spec: VmSpec, add: (field: string, message: string) => void): void {
+  const L = VM_SPEC_LIMITS;
+  const entries = Object.entries(spec.labels);
+  if (entries.length > L.maxLabels) {
+    add("labels", `${entries.length} labels: expected at most ${L.maxLabels}`);
+    return;
+  }
+  for (const [key, value] of entries.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+    if (!LABEL_KEY.test(key)) {
+      add(
+        `labels.${key.slice(0, 63)}`,
+        "key: expected 1 to 63 characters of a-z, 0-9, '.', '_', '/', '-', starting with a letter or digit",
+      );
+    } else if (bytes(value) > L.maxLabelValueBytes) {
+      add(
+        `labels.${key}`,
+        `value of ${bytes(value)} bytes: expected at most ${L.maxLabelValueBytes}`,
+      );
+    }
+  }
 }
 
 function checkPaths(spec: VmSpec, add: (field: string, message: string) => void): void {

@@ -33,7 +33,7 @@ operator_keys = ["${operatorId}"]
 }
 
 /** The services a node implements today: Status lists only these. */
-const IMPLEMENTED = ["health", "status", "cluster", "metadata"];
+const IMPLEMENTED = ["health", "status", "vm", "monitoring", "cluster", "metadata"];
 
 Deno.test({
   name: "an operator starts a node, asks its health and status, and stops it with SIGTERM",

@@ -56,13 +56,14 @@ Deno.test({
     const node = await startNode(file);
     try {
       // Status lists the services the node implements; health and status prefer Iroh.
-      const onIroh = [
+      assertEquals(await served(grpcPort), [
         "health:grpc+iroh>iroh",
         "status:grpc+iroh>iroh",
+        "vm:grpc+iroh>grpc",
+        "monitoring:grpc+iroh>grpc",
         "cluster:grpc+iroh>grpc",
         "metadata:grpc+iroh>grpc",
-      ];
-      assertEquals(await served(grpcPort), onIroh);
+      ]);
 
       await Deno.writeTextFile(file, await stageFile(2, `${dir}/data`, loopback));
       const stage2 = await blixard(["reload", "--config", file]);
@@ -75,7 +76,14 @@ Deno.test({
         stage2.stderr,
         `warning: ${file}: transport.mode: not set, so taken as "dual": the file has a [transport.migration] section, and "dual" is the only mode that reads it (without the section the mode would be "grpc"); write mode = "dual" to say so\n`,
       );
-      assertEquals(await served(grpcPort), onIroh);
+      assertEquals(await served(grpcPort), [
+        "health:grpc+iroh>iroh",
+        "status:grpc+iroh>iroh",
+        "vm:grpc+iroh>iroh",
+        "monitoring:grpc+iroh>iroh",
+        "cluster:grpc+iroh>grpc",
+        "metadata:grpc+iroh>grpc",
+      ]);
 
       await Deno.writeTextFile(file, await stageFile(3, `${dir}/data`, loopback));
       const stage3 = await blixard(["reload", "--config", file, "--json"]);
@@ -87,6 +95,8 @@ Deno.test({
       assertEquals(await served(grpcPort), [
         "health:grpc+iroh>iroh",
         "status:grpc+iroh>iroh",
+        "vm:grpc+iroh>iroh",
+        "monitoring:grpc+iroh>iroh",
         "cluster:grpc+iroh>iroh",
         "metadata:grpc+iroh>iroh",
       ]);
@@ -115,6 +125,8 @@ Deno.test({
       assertEquals(await served(grpcPort), [
         "health:grpc>grpc",
         "status:grpc>grpc",
+        "vm:grpc>grpc",
+        "monitoring:grpc>grpc",
         "cluster:grpc>grpc",
         "metadata:grpc>grpc",
       ]);

@@ -7,13 +7,23 @@
 
 import { createClient } from "../../src/rpc/client.ts";
 import { Code, RpcError } from "../../src/rpc/errors.ts";
-import { Cluster, Metadata, Status } from "../../src/rpc/services.ts";
+import {
+  type Client,
+  Cluster,
+  Metadata,
+  Monitoring,
+  type ServiceInfo,
+  Status,
+  Vm,
+} from "../../src/rpc/services.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { createEndpoint, type IrohEndpoint } from "../../src/transport/iroh/endpoint.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
 import { endpointIdOf } from "../../src/transport/iroh/secret_key.ts";
 import { RaftRole } from "../../src/rpc/gen/blixard/v1/status_pb.ts";
 import type { CallTransport } from "../../src/rpc/client.ts";
+import type { VmHandle } from "../../src/vm/backend.ts";
+import { listRecords } from "../../src/vm/supervisor.ts";
 import { type RunningNode, startNode } from "../cli/helpers.ts";
 import { freePorts, nodeHome } from "../runner/helpers.ts";
 
@@ -27,7 +37,17 @@ export interface ClusterSpec {
   readonly tickMs?: number;
   readonly snapshotEveryEntries?: number;
   readonly keepEntries?: number;
+  /** The `[vm]` table's body, or one per node id; default: the process backend, 8 vcpus and 8 GiB per node. */
+  readonly vm?: string | ((id: number) => string);
+  /**
+   * Serve gRPC with TLS (server only, no client certificates): the nodes use
+   * `certFile`/`keyFile`, the test's clients trust `caFile`.
+   */
+  readonly grpcTls?: { certFile: string; keyFile: string; caFile: string };
 }
+
+/** The `[vm]` body of test clusters unless a test gives its own. */
+export const TEST_VM_TABLE = 'backends = ["process"]\nvcpus = 8\nmemory_mib = 8192\n';
 
 /** One node of a test cluster. */
 export interface TestNode {
@@ -44,6 +64,8 @@ export interface TestNode {
     metadata: ReturnType<typeof createClient<typeof Metadata>>;
     status: ReturnType<typeof createClient<typeof Status>>;
     cluster: ReturnType<typeof createClient<typeof Cluster>>;
+    vm: ReturnType<typeof createClient<typeof Vm>>;
+    monitoring: ReturnType<typeof createClient<typeof Monitoring>>;
   };
 }
 
@@ -112,7 +134,11 @@ mode = "${s.mode}"
 ${migration}
 [grpc]
 bind = "127.0.0.1:${me.ports.tcp}"
-[iroh]
+${
+      s.grpcTls
+        ? `[grpc.tls]\ncert_file = "${s.grpcTls.certFile}"\nkey_file = "${s.grpcTls.keyFile}"\n`
+        : ""
+    }[iroh]
 bind = "127.0.0.1:${me.ports.udp}"
 relay = "disabled"
 [raft]
@@ -121,6 +147,8 @@ snapshot_every_entries = ${s.snapshotEveryEntries ?? 10_000}
 keep_entries = ${s.keepEntries ?? 1_000}
 [limits]
 shutdown_timeout_ms = 1000
+[vm]
+${typeof s.vm === "function" ? s.vm(me.id) : s.vm ?? TEST_VM_TABLE}
 [cluster]
 bootstrap = ${bootstrap}
 operator_keys = ["${endpointIdOf(this.operatorKey)}"]
@@ -164,6 +192,8 @@ ${
         metadata: createClient(Metadata, channel),
         status: createClient(Status, channel),
         cluster: createClient(Cluster, channel),
+        vm: createClient(Vm, channel),
+        monitoring: createClient(Monitoring, channel),
       },
     };
   }
@@ -178,9 +208,19 @@ ${
     const channel = new GrpcChannel({
       target: `127.0.0.1:${h.ports.tcp}`,
       backoff: { initialMs: 50, maxMs: 500 },
+      ...(this.spec.grpcTls ? { tls: { caFile: this.spec.grpcTls.caFile } } : {}),
     });
     this.#closers.push(() => channel.close());
     return channel;
+  }
+
+  /** A client of node `id`'s `service` over Iroh, as the cluster's operator (not in mode grpc). */
+  operatorClient<S extends ServiceInfo>(service: S, id: number): Client<S["desc"]> {
+    const n = this.node(id);
+    return createClient(
+      service,
+      this.#iroh!.peer({ id: n.endpointId, directAddresses: [`127.0.0.1:${n.ports.udp}`] }),
+    );
   }
 
   node(id: number): TestNode {
@@ -236,6 +276,29 @@ ${
     }
   }
 
+  /**
+   * Waits until a leader is known and every node has announced what it
+   * offers to VMs (placement puts nothing on a node before); returns the leader.
+   */
+  async waitForVmCapacity(ms = 15_000): Promise<number> {
+    const leader = await this.waitForLeader([], ms);
+    const until = Date.now() + ms;
+    for (;;) {
+      try {
+        const { nodes } = await this.node(leader).clients.monitoring.getResourceSummary({}, {
+          deadlineMs: 1_000,
+        });
+        if (nodes.length === this.nodes.length && nodes.every((n) => n.vmBackends.length > 0)) {
+          return leader;
+        }
+      } catch {
+        // Not ready yet.
+      }
+      if (Date.now() > until) throw new Error(`nodes did not announce VM capacity in ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     for (const n of this.nodes) {
       if (!n.process) continue;
@@ -249,7 +312,38 @@ ${
     for (const close of this.#closers) await close();
     this.#iroh?.close();
     await this.#endpoint?.close();
+    // VMs outlive their agent by design: the test ends them.
+    for (const n of this.nodes) await killVms(n.dataDir);
     for (const n of this.nodes) await Deno.remove(n.dataDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** The VMs recorded under a node's data directory, by name. */
+export async function recordedVms(dataDir: string): Promise<Map<string, VmHandle>> {
+  const found = await listRecords(dataDir);
+  return new Map(found.handles.map((h) => [h.name, h]));
+}
+
+/** Whether process `pid` exists (and is not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** Kills every VM process (and its supervisor) recorded under `dataDir`. */
+export async function killVms(dataDir: string): Promise<void> {
+  for (const h of (await recordedVms(dataDir).catch(() => new Map<string, VmHandle>())).values()) {
+    for (const pid of [h.supervisorPid, h.pid]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
   }
 }
 

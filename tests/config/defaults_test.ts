@@ -27,7 +27,7 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       tickMs: 100,
       electionTicks: 10,
       heartbeatTicks: 1,
-      snapshotEveryEntries: 10_000,
+      snapshotEveryEntries: 100_000,
       keepEntries: 1_000,
     },
     vm: {
@@ -35,6 +35,7 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       accel: "auto",
       qemuBinary: "qemu-system-x86_64",
       nodeLostAfterMs: 30_000,
+      onAgentStop: "leave",
     },
     limits: {
       maxFrameBytes: 16 * 1024 * 1024,

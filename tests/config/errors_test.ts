@@ -354,6 +354,7 @@ Deno.test("[vm] refuses an empty or repeated backend list and a backend it does 
       accel: "auto",
       qemuBinary: "qemu-system-x86_64",
       nodeLostAfterMs: 30_000,
+      onAgentStop: "leave",
     },
   );
 });

@@ -61,6 +61,7 @@ memory_mib = 12288
 accel = "tcg"
 qemu_binary = "/opt/qemu/bin/qemu-system-x86_64"
 node_lost_after_ms = 45000
+on_agent_stop = "stop"
 `;
 
 function roundTrip(config: AgentConfig): void {

@@ -131,6 +131,8 @@ Deno.test("the unit stops, restarts and confines the agent, and still lets it ru
       ["RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"],
       // V8's JIT needs writable and executable memory.
       ["MemoryDenyWriteExecute", "no"],
+      // Restarting the agent must not kill its VMs.
+      ["KillMode", "process"],
     ]
   ) {
     assertEquals(one(key!), value, `${key}`);

@@ -52,7 +52,10 @@ Deno.test("over Iroh, a peer may send Raft only as itself, an operator not at al
   const p = principalsOf(config(""));
   assertEquals(p.authorizeRaft(iroh(PEER2), 2), null);
   assertMatch(p.authorizeRaft(iroh(PEER2), 3)!.reason, /is node 2; it may not send .* as node 3/);
-  assertMatch(p.authorizeRaft(iroh(OPERATOR), 2)!.reason, /operator key: operators may call/);
+  assertMatch(
+    p.authorizeRaft(iroh(OPERATOR), 2)!.reason,
+    /is an operator key: operators may not send Raft messages/,
+  );
   assertMatch(p.authorizeRaft(iroh(STRANGER), 2)!.reason, /not a cluster peer/);
 });
 
@@ -117,4 +120,61 @@ Deno.test("members learned through Raft become peers; a record without an addres
   assert(p.allowsConnection(STRANGER), "node 9 joined: its endpoint may connect");
   assertEquals(p.authorizeRaft(iroh(STRANGER), 9), null);
   assertEquals(p.authorizeRaft(grpc("10.0.0.9:5000"), 9), null);
+});
+
+Deno.test("changing cluster state needs a peer or operator: any Iroh connection the node accepted", () => {
+  const p = principalsOf(config(""));
+  assertEquals(p.authorizeChange(iroh(OPERATOR), "vm.Create"), null);
+  assertEquals(p.authorizeChange(iroh(PEER2), "vm.Create"), null);
+  assertMatch(p.authorizeChange(iroh(STRANGER), "vm.Create")!.reason, /neither a cluster peer nor/);
+});
+
+Deno.test("over gRPC, changes need a verified client certificate under mutual TLS", () => {
+  const p = principalsOf(config(`[grpc]
+bind = "0.0.0.0:7400"
+[grpc.tls]
+cert_file = "/etc/blixard/node.crt"
+key_file = "/etc/blixard/node.key"
+ca_file = "/etc/blixard/ca.crt"`));
+  assertEquals(p.authorizeChange(grpc("10.9.9.9:5000", ["ops-laptop"]), "vm.Create"), null);
+  assertMatch(
+    p.authorizeChange(grpc("10.9.9.9:5000"), "vm.Create")!.reason,
+    /vm.Create needs a client certificate/,
+  );
+});
+
+Deno.test("over plaintext gRPC, changes come from this host or a peer's address only", () => {
+  const p = principalsOf(config(`[grpc]\nbind = "0.0.0.0:7400"\nallow_insecure = true`));
+  assertEquals(p.authorizeChange(grpc("127.0.0.1:5000"), "vm.Stop"), null);
+  assertEquals(p.authorizeChange(grpc("::1:5000"), "vm.Stop"), null);
+  assertEquals(p.authorizeChange(grpc("::ffff:10.0.0.2:5000"), "vm.Stop"), null);
+  assertMatch(
+    p.authorizeChange(grpc("192.0.2.7:5000"), "vm.Stop")!.reason,
+    /vm.Stop over plaintext gRPC is allowed from this host or a peer's address only, and 192.0.2.7:5000 is neither/,
+  );
+});
+
+Deno.test("server-only TLS authenticates no client: no change over gRPC, with the way out named", () => {
+  const p = principalsOf(config(`[grpc]
+bind = "0.0.0.0:7400"
+[grpc.tls]
+cert_file = "/etc/blixard/node.crt"
+key_file = "/etc/blixard/node.key"`));
+  assertMatch(
+    p.authorizeChange(grpc("127.0.0.1:5000"), "metadata.Put")!.reason,
+    /use mutual TLS, or Iroh with an operator key/,
+  );
+});
+
+Deno.test("only a node itself may report its VMs", () => {
+  const p = principalsOf(config(""));
+  assertEquals(p.authorizeNode(iroh(PEER2), 2, "report VM states"), null);
+  assertMatch(
+    p.authorizeNode(iroh(PEER2), 3, "report VM states")!.reason,
+    /is node 2; it may not report VM states as node 3/,
+  );
+  assertMatch(
+    p.authorizeNode(iroh(OPERATOR), 2, "report VM states")!.reason,
+    /operators may not report VM states/,
+  );
 });

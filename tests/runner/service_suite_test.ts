@@ -9,7 +9,7 @@ import { createClient } from "../../src/rpc/client.ts";
 import { Code, RpcError } from "../../src/rpc/errors.ts";
 import { ServiceId, Transport } from "../../src/rpc/gen/blixard/v1/common_pb.ts";
 import { ServingStatus } from "../../src/rpc/gen/blixard/v1/health_pb.ts";
-import { Health, Status, Vm } from "../../src/rpc/services.ts";
+import { Health, Monitoring, Status, Vm } from "../../src/rpc/services.ts";
 import {
   caller,
   configOf,
@@ -76,6 +76,8 @@ for (const { mode, serves, route } of MODES) {
           assertEquals(self.services.map((s) => s.service), [
             ServiceId.HEALTH,
             ServiceId.STATUS,
+            ServiceId.VM,
+            ServiceId.MONITORING,
             ServiceId.CLUSTER,
             ServiceId.METADATA,
           ]);
@@ -91,10 +93,11 @@ for (const { mode, serves, route } of MODES) {
           },
         );
         await t.step(
-          "a service the node does not implement yet answers UNIMPLEMENTED",
+          "the Vm and Monitoring services answer from the cluster state",
           async () => {
-            const e = await rejection(RpcError, () => createClient(Vm, peer).list({}));
-            assertEquals(e.code, Code.UNIMPLEMENTED);
+            assertEquals((await createClient(Vm, peer).list({})).vms, []);
+            const { nodes } = await createClient(Monitoring, peer).getResourceSummary({});
+            assertEquals(nodes.map((n) => n.nodeId), [1n]);
           },
         );
         await t.step(

@@ -148,6 +148,32 @@ Deno.test("a VM on a lost node is moved, or marked LOST, only if it is still the
   assert(late.ok && late.kind === "vm_unchanged");
 });
 
+Deno.test("a VM marked LOST in place is taken up again by its node's next report", () => {
+  const s = new ClusterState();
+  apply(s, { kind: "vm_create", spec: spec("c"), nodeId: 2, atMs: 1 });
+  const place = {
+    kind: "vm_place",
+    name: "c",
+    fromNodeId: 2,
+    nodeId: 2,
+    reason: "node 2 not heard from for 30 s",
+    atMs: 5,
+  } as const;
+  apply(s, place);
+  assertEquals([s.vm("c")!.vm!.status?.nodeId, s.vm("c")!.vm!.status?.state], [2n, VmState.LOST]);
+  const again = apply(s, { ...place, atMs: 6 });
+  assert(again.ok && again.kind === "vm_unchanged", "marked once, not once per check");
+  apply(s, {
+    kind: "vm_report",
+    name: "c",
+    nodeId: 2,
+    state: VmState.RUNNING,
+    reason: "",
+    atMs: 7,
+  });
+  assertEquals(s.vm("c")!.vm!.status?.state, VmState.RUNNING);
+});
+
 Deno.test("deleting a VM removes it and says so in the history", () => {
   const s = new ClusterState();
   apply(s, { kind: "vm_create", spec: spec("web"), nodeId: 1, atMs: 1 });

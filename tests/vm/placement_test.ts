@@ -15,6 +15,7 @@ function node(id: number, o: Partial<PlacementNode> = {}): PlacementNode {
     allocatedVcpus: 0,
     allocatedMemoryMib: 0n,
     alive: true,
+    backends: ["process"],
     ...o,
   };
 }
@@ -72,12 +73,12 @@ Deno.test("when nothing fits, the error names the VM and what each node has free
   assertEquals(e.code, "NO_NODE_FITS");
   assertEquals(
     e.message,
-    'no node can run vm "web" (4 vcpus, 8192 MiB): node 1: 8 vcpus and 4096 MiB free; ' +
+    'no node can run vm "web" (4 vcpus, 8192 MiB, backend "process"): node 1: 8 vcpus and 4096 MiB free; ' +
       "node 2: 2 vcpus and 16384 MiB free; node 3: down",
   );
   assertEquals(
     thrown(PlacementError, () => placeVm(vm(), [])).message,
-    'no node can run vm "web" (2 vcpus, 2048 MiB): the cluster has no members',
+    'no node can run vm "web" (2 vcpus, 2048 MiB, backend "process"): the cluster has no members',
   );
 });
 
@@ -90,23 +91,40 @@ Deno.test("a pinned node that is unknown, down or full is an error that says whi
     [
       [node(1)],
       "PINNED_NODE_UNKNOWN",
-      'cannot place vm "web" (2 vcpus, 2048 MiB) on node 5: no such member (members: 1)',
+      'cannot place vm "web" (2 vcpus, 2048 MiB, backend "process") on node 5: no such member (members: 1)',
     ],
     [
       [node(5, { alive: false })],
       "PINNED_NODE_DOWN",
-      'cannot place vm "web" (2 vcpus, 2048 MiB) on node 5: the node is down',
+      'cannot place vm "web" (2 vcpus, 2048 MiB, backend "process") on node 5: the node is down',
+    ],
+    [
+      [node(5, { backends: ["qemu"] })],
+      "PINNED_NODE_NO_BACKEND",
+      'cannot place vm "web" (2 vcpus, 2048 MiB, backend "process") on node 5: node 5: no "process" backend (runs "qemu")',
     ],
     [
       [node(5, { allocatedVcpus: 7 })],
       "PINNED_NODE_FULL",
-      'cannot place vm "web" (2 vcpus, 2048 MiB) on node 5: node 5: 1 vcpus and 16384 MiB free',
+      'cannot place vm "web" (2 vcpus, 2048 MiB, backend "process") on node 5: node 5: 1 vcpus and 16384 MiB free',
     ],
   ];
   for (const [nodes, code, message] of cases) {
     const e = thrown(PlacementError, () => placeVm(vm(2, 2048n, 5n), nodes));
     assertEquals([e.code, e.message], [code, message]);
   }
+});
+
+Deno.test("a node that does not run the VM's backend is skipped, and the error says so", () => {
+  assertEquals(
+    placeVm(vm(), [node(1, { backends: ["qemu"] }), node(2, { allocatedVcpus: 6 })]),
+    2n,
+  );
+  const e = thrown(PlacementError, () => placeVm(vm(), [node(1, { backends: [] })]));
+  assertEquals(
+    e.message,
+    'no node can run vm "web" (2 vcpus, 2048 MiB, backend "process"): node 1: runs no VM backend (or has not announced its capacity yet)',
+  );
 });
 
 Deno.test("over-allocated nodes count as having nothing free", () => {
@@ -116,6 +134,6 @@ Deno.test("over-allocated nodes count as having nothing free", () => {
   );
   assertEquals(
     e.message,
-    'no node can run vm "web" (2 vcpus, 2048 MiB): node 1: 0 vcpus and 0 MiB free',
+    'no node can run vm "web" (2 vcpus, 2048 MiB, backend "process"): node 1: 0 vcpus and 0 MiB free',
   );
 });

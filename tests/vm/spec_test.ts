@@ -144,6 +144,30 @@ Deno.test("option counts and sizes are bounded", () => {
   }]);
 });
 
+Deno.test("labels are bounded in count, key form and value size", () => {
+  const labelled = (labels: Record<string, string>) => {
+    const s = spec("web");
+    s.labels = labels;
+    return vmSpecIssues(s);
+  };
+  assertEquals(labelled({ team: "web", "example.com/tier": "front", a_b: "x".repeat(256) }), []);
+  assertEquals(labelled({ Team: "web", "-x": "y", ok: "x".repeat(257) }), [
+    {
+      field: "labels.-x",
+      message:
+        "key: expected 1 to 63 characters of a-z, 0-9, '.', '_', '/', '-', starting with a letter or digit",
+    },
+    {
+      field: "labels.Team",
+      message:
+        "key: expected 1 to 63 characters of a-z, 0-9, '.', '_', '/', '-', starting with a letter or digit",
+    },
+    { field: "labels.ok", message: "value of 257 bytes: expected at most 256" },
+  ]);
+  const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, ""]));
+  assertEquals(labelled(many), [{ field: "labels", message: "33 labels: expected at most 32" }]);
+});
+
 Deno.test("validateVmSpec throws one error with a code and every issue", () => {
   const e = thrown(VmSpecError, () => validateVmSpec(spec("Bad", { vcpus: 0 })));
   assertEquals(e.code, "INVALID_SPEC");

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/monitoring.proto.
  */
 export const file_blixard_v1_monitoring: GenFile = /*@__PURE__*/
-  fileDesc("ChtibGl4YXJkL3YxL21vbml0b3JpbmcucHJvdG8SCmJsaXhhcmQudjEiEwoRR2V0TWV0cmljc1JlcXVlc3QiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEgwKBHRleHQYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJIj0KGUdldFJlc291cmNlU3VtbWFyeVJlcXVlc3QSFAoHbm9kZV9pZBgBIAEoBEgAiAEBQgoKCF9ub2RlX2lkIkEKDFZtU3RhdGVDb3VudBIiCgVzdGF0ZRgBIAEoDjITLmJsaXhhcmQudjEuVm1TdGF0ZRINCgVjb3VudBgCIAEoDSL7AQoNTm9kZVJlc291cmNlcxIPCgdub2RlX2lkGAEgASgEEhEKCWNwdV9jb3JlcxgCIAEoDRIYChBtZW1vcnlfdG90YWxfbWliGAMgASgEEhcKD21lbW9yeV91c2VkX21pYhgEIAEoBBIXCg92Y3B1c19hbGxvY2F0ZWQYBSABKA0SHAoUbWVtb3J5X2FsbG9jYXRlZF9taWIYBiABKAQSKwoJdm1fY291bnRzGAcgAygLMhguYmxpeGFyZC52MS5WbVN0YXRlQ291bnQSLwoLcmVwb3J0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKGkdldFJlc291cmNlU3VtbWFyeVJlc3BvbnNlEigKBW5vZGVzGAEgAygLMhkuYmxpeGFyZC52MS5Ob2RlUmVzb3VyY2VzMsUBChFNb25pdG9yaW5nU2VydmljZRJLCgpHZXRNZXRyaWNzEh0uYmxpeGFyZC52MS5HZXRNZXRyaWNzUmVxdWVzdBoeLmJsaXhhcmQudjEuR2V0TWV0cmljc1Jlc3BvbnNlEmMKEkdldFJlc291cmNlU3VtbWFyeRIlLmJsaXhhcmQudjEuR2V0UmVzb3VyY2VTdW1tYXJ5UmVxdWVzdBomLmJsaXhhcmQudjEuR2V0UmVzb3VyY2VTdW1tYXJ5UmVzcG9uc2ViBnByb3RvMw", [file_blixard_v1_vm, file_google_protobuf_timestamp]);
+  fileDesc("ChtibGl4YXJkL3YxL21vbml0b3JpbmcucHJvdG8SCmJsaXhhcmQudjEiEwoRR2V0TWV0cmljc1JlcXVlc3QiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEgwKBHRleHQYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJIj0KGUdldFJlc291cmNlU3VtbWFyeVJlcXVlc3QSFAoHbm9kZV9pZBgBIAEoBEgAiAEBQgoKCF9ub2RlX2lkIkEKDFZtU3RhdGVDb3VudBIiCgVzdGF0ZRgBIAEoDjITLmJsaXhhcmQudjEuVm1TdGF0ZRINCgVjb3VudBgCIAEoDSLFAgoNTm9kZVJlc291cmNlcxIPCgdub2RlX2lkGAEgASgEEhEKCWNwdV9jb3JlcxgCIAEoDRIYChBtZW1vcnlfdG90YWxfbWliGAMgASgEEhcKD21lbW9yeV91c2VkX21pYhgEIAEoBBIXCg92Y3B1c19hbGxvY2F0ZWQYBSABKA0SHAoUbWVtb3J5X2FsbG9jYXRlZF9taWIYBiABKAQSKwoJdm1fY291bnRzGAcgAygLMhguYmxpeGFyZC52MS5WbVN0YXRlQ291bnQSLwoLcmVwb3J0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnZjcHVzX2NhcGFjaXR5GAkgASgNEhsKE21lbW9yeV9jYXBhY2l0eV9taWIYCiABKAQSEwoLdm1fYmFja2VuZHMYCyADKAkiRgoaR2V0UmVzb3VyY2VTdW1tYXJ5UmVzcG9uc2USKAoFbm9kZXMYASADKAsyGS5ibGl4YXJkLnYxLk5vZGVSZXNvdXJjZXMyxQEKEU1vbml0b3JpbmdTZXJ2aWNlEksKCkdldE1ldHJpY3MSHS5ibGl4YXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh4uYmxpeGFyZC52MS5HZXRNZXRyaWNzUmVzcG9uc2USYwoSR2V0UmVzb3VyY2VTdW1tYXJ5EiUuYmxpeGFyZC52MS5HZXRSZXNvdXJjZVN1bW1hcnlSZXF1ZXN0GiYuYmxpeGFyZC52MS5HZXRSZXNvdXJjZVN1bW1hcnlSZXNwb25zZWIGcHJvdG8z", [file_blixard_v1_vm, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message blixard.v1.GetMetricsRequest
@@ -154,6 +154,26 @@ export type NodeResources = Message<"blixard.v1.NodeResources"> & {
    * @generated from field: google.protobuf.Timestamp reported_at = 8;
    */
   reportedAt?: Timestamp | undefined;
+
+  /**
+   * What the node offers to VMs, as it declared it ([vm] vcpus, memory_mib,
+   * and the backends that can run there); zero and empty until the node has
+   * announced itself to the cluster, and placement puts nothing there until
+   * it has.
+   *
+   * @generated from field: uint32 vcpus_capacity = 9;
+   */
+  vcpusCapacity: number;
+
+  /**
+   * @generated from field: uint64 memory_capacity_mib = 10;
+   */
+  memoryCapacityMib: bigint;
+
+  /**
+   * @generated from field: repeated string vm_backends = 11;
+   */
+  vmBackends: string[];
 };
 
 /**

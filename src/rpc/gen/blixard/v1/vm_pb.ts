@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file blixard/v1/vm.proto.
  */
 export const file_blixard_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("ChNibGl4YXJkL3YxL3ZtLnByb3RvEgpibGl4YXJkLnYxIlUKFVJlcG9ydFZtU3RhdHVzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEisKB3JlcG9ydHMYAiADKAsyGi5ibGl4YXJkLnYxLlZtU3RhdHVzUmVwb3J0In8KDlZtU3RhdHVzUmVwb3J0EgwKBG5hbWUYASABKAkSIgoFc3RhdGUYAiABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSEwoLZXhpdF9yZWFzb24YAyABKAkSJgoCYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhgKFlJlcG9ydFZtU3RhdHVzUmVzcG9uc2UipQIKBlZtU3BlYxIMCgRuYW1lGAEgASgJEg0KBXZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSDQoFaW1hZ2UYBCABKAkSDgoGa2VybmVsGAUgASgJEg8KB2JhY2tlbmQYBiABKAkSPwoPYmFja2VuZF9vcHRpb25zGAcgAygLMiYuYmxpeGFyZC52MS5WbVNwZWMuQmFja2VuZE9wdGlvbnNFbnRyeRIxCg1kZXNpcmVkX3N0YXRlGAggASgOMhouYmxpeGFyZC52MS5WbURlc2lyZWRTdGF0ZRIPCgdub2RlX2lkGAkgASgEGjUKE0JhY2tlbmRPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLqAQoIVm1TdGF0dXMSIgoFc3RhdGUYASABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSDwoHbm9kZV9pZBgCIAEoBBITCgtleGl0X3JlYXNvbhgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzdGF0ZV9jaGFuZ2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMCgJWbRIgCgRzcGVjGAEgASgLMhIuYmxpeGFyZC52MS5WbVNwZWMSJAoGc3RhdHVzGAIgASgLMhQuYmxpeGFyZC52MS5WbVN0YXR1cyIzCg9DcmVhdGVWbVJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLmJsaXhhcmQudjEuVm1TcGVjIi4KEENyZWF0ZVZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtIh4KDlN0YXJ0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiLQoPU3RhcnRWbVJlc3BvbnNlEhoKAnZtGAEgASgLMg4uYmxpeGFyZC52MS5WbSIsCg1TdG9wVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiLAoOU3RvcFZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtIh8KD0RlbGV0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UiHAoMR2V0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiKwoNR2V0Vm1SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0iZQoOTGlzdFZtc1JlcXVlc3QSFAoHbm9kZV9pZBgBIAEoBEgAiAEBEicKBXN0YXRlGAIgASgOMhMuYmxpeGFyZC52MS5WbVN0YXRlSAGIAQFCCgoIX25vZGVfaWRCCAoGX3N0YXRlIi4KD0xpc3RWbXNSZXNwb25zZRIbCgN2bXMYASADKAsyDi5ibGl4YXJkLnYxLlZtIncKFFdhdGNoVm1FdmVudHNSZXF1ZXN0EgwKBG5hbWUYASABKAkSFAoHbm9kZV9pZBgCIAEoBEgAiAEBEhgKEGluY2x1ZGVfZXhpc3RpbmcYAyABKAgSFQoNZnJvbV9yZXZpc2lvbhgEIAEoBEIKCghfbm9kZV9pZCKFAQoHVm1FdmVudBIlCgRraW5kGAEgASgOMhcuYmxpeGFyZC52MS5WbUV2ZW50S2luZBIaCgJ2bRgCIAEoCzIOLmJsaXhhcmQudjEuVm0SKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFaW5kZXgYBCABKAQqbgoOVm1EZXNpcmVkU3RhdGUSIAocVk1fREVTSVJFRF9TVEFURV9VTlNQRUNJRklFRBAAEhwKGFZNX0RFU0lSRURfU1RBVEVfUlVOTklORxABEhwKGFZNX0RFU0lSRURfU1RBVEVfU1RPUFBFRBACKrsBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfUEVORElORxABEhUKEVZNX1NUQVRFX1NUQVJUSU5HEAISFAoQVk1fU1RBVEVfUlVOTklORxADEhUKEVZNX1NUQVRFX1NUT1BQSU5HEAQSFAoQVk1fU1RBVEVfU1RPUFBFRBAFEhMKD1ZNX1NUQVRFX0ZBSUxFRBAGEhEKDVZNX1NUQVRFX0xPU1QQByrAAQoLVm1FdmVudEtpbmQSHQoZVk1fRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlZNX0VWRU5UX0tJTkRfRVhJU1RJTkcQARIZChVWTV9FVkVOVF9LSU5EX0NSRUFURUQQAhIeChpWTV9FVkVOVF9LSU5EX1NQRUNfQ0hBTkdFRBADEiAKHFZNX0VWRU5UX0tJTkRfU1RBVFVTX0NIQU5HRUQQBBIZChVWTV9FVkVOVF9LSU5EX0RFTEVURUQQBTKyBAoJVm1TZXJ2aWNlEkMKBkNyZWF0ZRIbLmJsaXhhcmQudjEuQ3JlYXRlVm1SZXF1ZXN0GhwuYmxpeGFyZC52MS5DcmVhdGVWbVJlc3BvbnNlEkAKBVN0YXJ0EhouYmxpeGFyZC52MS5TdGFydFZtUmVxdWVzdBobLmJsaXhhcmQudjEuU3RhcnRWbVJlc3BvbnNlEj0KBFN0b3ASGS5ibGl4YXJkLnYxLlN0b3BWbVJlcXVlc3QaGi5ibGl4YXJkLnYxLlN0b3BWbVJlc3BvbnNlEkMKBkRlbGV0ZRIbLmJsaXhhcmQudjEuRGVsZXRlVm1SZXF1ZXN0GhwuYmxpeGFyZC52MS5EZWxldGVWbVJlc3BvbnNlEjoKA0dldBIYLmJsaXhhcmQudjEuR2V0Vm1SZXF1ZXN0GhkuYmxpeGFyZC52MS5HZXRWbVJlc3BvbnNlEj8KBExpc3QSGi5ibGl4YXJkLnYxLkxpc3RWbXNSZXF1ZXN0GhsuYmxpeGFyZC52MS5MaXN0Vm1zUmVzcG9uc2USRgoLV2F0Y2hFdmVudHMSIC5ibGl4YXJkLnYxLldhdGNoVm1FdmVudHNSZXF1ZXN0GhMuYmxpeGFyZC52MS5WbUV2ZW50MAESVQoMUmVwb3J0U3RhdHVzEiEuYmxpeGFyZC52MS5SZXBvcnRWbVN0YXR1c1JlcXVlc3QaIi5ibGl4YXJkLnYxLlJlcG9ydFZtU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChNibGl4YXJkL3YxL3ZtLnByb3RvEgpibGl4YXJkLnYxIlUKFVJlcG9ydFZtU3RhdHVzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEisKB3JlcG9ydHMYAiADKAsyGi5ibGl4YXJkLnYxLlZtU3RhdHVzUmVwb3J0In8KDlZtU3RhdHVzUmVwb3J0EgwKBG5hbWUYASABKAkSIgoFc3RhdGUYAiABKA4yEy5ibGl4YXJkLnYxLlZtU3RhdGUSEwoLZXhpdF9yZWFzb24YAyABKAkSJgoCYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhgKFlJlcG9ydFZtU3RhdHVzUmVzcG9uc2UihAMKBlZtU3BlYxIMCgRuYW1lGAEgASgJEg0KBXZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSDQoFaW1hZ2UYBCABKAkSDgoGa2VybmVsGAUgASgJEg8KB2JhY2tlbmQYBiABKAkSPwoPYmFja2VuZF9vcHRpb25zGAcgAygLMiYuYmxpeGFyZC52MS5WbVNwZWMuQmFja2VuZE9wdGlvbnNFbnRyeRIxCg1kZXNpcmVkX3N0YXRlGAggASgOMhouYmxpeGFyZC52MS5WbURlc2lyZWRTdGF0ZRIPCgdub2RlX2lkGAkgASgEEi4KBmxhYmVscxgKIAMoCzIeLmJsaXhhcmQudjEuVm1TcGVjLkxhYmVsc0VudHJ5GjUKE0JhY2tlbmRPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuoBCghWbVN0YXR1cxIiCgVzdGF0ZRgBIAEoDjITLmJsaXhhcmQudjEuVm1TdGF0ZRIPCgdub2RlX2lkGAIgASgEEhMKC2V4aXRfcmVhc29uGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHN0YXRlX2NoYW5nZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKAlZtEiAKBHNwZWMYASABKAsyEi5ibGl4YXJkLnYxLlZtU3BlYxIkCgZzdGF0dXMYAiABKAsyFC5ibGl4YXJkLnYxLlZtU3RhdHVzIjMKD0NyZWF0ZVZtUmVxdWVzdBIgCgRzcGVjGAEgASgLMhIuYmxpeGFyZC52MS5WbVNwZWMiLgoQQ3JlYXRlVm1SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0iHgoOU3RhcnRWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCSItCg9TdGFydFZtUmVzcG9uc2USGgoCdm0YASABKAsyDi5ibGl4YXJkLnYxLlZtIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIsCg5TdG9wVm1SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLmJsaXhhcmQudjEuVm0iHwoPRGVsZXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiEgoQRGVsZXRlVm1SZXNwb25zZSIcCgxHZXRWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIrCg1HZXRWbVJlc3BvbnNlEhoKAnZtGAEgASgLMg4uYmxpeGFyZC52MS5WbSKMAQoOTGlzdFZtc1JlcXVlc3QSFAoHbm9kZV9pZBgBIAEoBEgAiAEBEicKBXN0YXRlGAIgASgOMhMuYmxpeGFyZC52MS5WbVN0YXRlSAGIAQESEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAlCCgoIX25vZGVfaWRCCAoGX3N0YXRlIkcKD0xpc3RWbXNSZXNwb25zZRIbCgN2bXMYASADKAsyDi5ibGl4YXJkLnYxLlZtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ3ChRXYXRjaFZtRXZlbnRzUmVxdWVzdBIMCgRuYW1lGAEgASgJEhQKB25vZGVfaWQYAiABKARIAIgBARIYChBpbmNsdWRlX2V4aXN0aW5nGAMgASgIEhUKDWZyb21fcmV2aXNpb24YBCABKARCCgoIX25vZGVfaWQihQEKB1ZtRXZlbnQSJQoEa2luZBgBIAEoDjIXLmJsaXhhcmQudjEuVm1FdmVudEtpbmQSGgoCdm0YAiABKAsyDi5ibGl4YXJkLnYxLlZtEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWluZGV4GAQgASgEKm4KDlZtRGVzaXJlZFN0YXRlEiAKHFZNX0RFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIcChhWTV9ERVNJUkVEX1NUQVRFX1JVTk5JTkcQARIcChhWTV9ERVNJUkVEX1NUQVRFX1NUT1BQRUQQAiq7AQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX1BFTkRJTkcQARIVChFWTV9TVEFURV9TVEFSVElORxACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxIVChFWTV9TVEFURV9TVE9QUElORxAEEhQKEFZNX1NUQVRFX1NUT1BQRUQQBRITCg9WTV9TVEFURV9GQUlMRUQQBhIRCg1WTV9TVEFURV9MT1NUEAcqwAEKC1ZtRXZlbnRLaW5kEh0KGVZNX0VWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9LSU5EX0VYSVNUSU5HEAESGQoVVk1fRVZFTlRfS0lORF9DUkVBVEVEEAISHgoaVk1fRVZFTlRfS0lORF9TUEVDX0NIQU5HRUQQAxIgChxWTV9FVkVOVF9LSU5EX1NUQVRVU19DSEFOR0VEEAQSGQoVVk1fRVZFTlRfS0lORF9ERUxFVEVEEAUysgQKCVZtU2VydmljZRJDCgZDcmVhdGUSGy5ibGl4YXJkLnYxLkNyZWF0ZVZtUmVxdWVzdBocLmJsaXhhcmQudjEuQ3JlYXRlVm1SZXNwb25zZRJACgVTdGFydBIaLmJsaXhhcmQudjEuU3RhcnRWbVJlcXVlc3QaGy5ibGl4YXJkLnYxLlN0YXJ0Vm1SZXNwb25zZRI9CgRTdG9wEhkuYmxpeGFyZC52MS5TdG9wVm1SZXF1ZXN0GhouYmxpeGFyZC52MS5TdG9wVm1SZXNwb25zZRJDCgZEZWxldGUSGy5ibGl4YXJkLnYxLkRlbGV0ZVZtUmVxdWVzdBocLmJsaXhhcmQudjEuRGVsZXRlVm1SZXNwb25zZRI6CgNHZXQSGC5ibGl4YXJkLnYxLkdldFZtUmVxdWVzdBoZLmJsaXhhcmQudjEuR2V0Vm1SZXNwb25zZRI/CgRMaXN0EhouYmxpeGFyZC52MS5MaXN0Vm1zUmVxdWVzdBobLmJsaXhhcmQudjEuTGlzdFZtc1Jlc3BvbnNlEkYKC1dhdGNoRXZlbnRzEiAuYmxpeGFyZC52MS5XYXRjaFZtRXZlbnRzUmVxdWVzdBoTLmJsaXhhcmQudjEuVm1FdmVudDABElUKDFJlcG9ydFN0YXR1cxIhLmJsaXhhcmQudjEuUmVwb3J0Vm1TdGF0dXNSZXF1ZXN0GiIuYmxpeGFyZC52MS5SZXBvcnRWbVN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message blixard.v1.ReportVmStatusRequest
@@ -151,6 +151,15 @@ export type VmSpec = Message<"blixard.v1.VmSpec"> & {
    * @generated from field: uint64 node_id = 9;
    */
   nodeId: bigint;
+
+  /**
+   * The operator's labels (e.g. "team" = "web"): at most 32; keys 1 to 63
+   * characters of a-z, 0-9, '.', '_', '/', '-', starting with a letter or
+   * digit; values at most 256 bytes. The agent only stores and shows them.
+   *
+   * @generated from field: map<string, string> labels = 10;
+   */
+  labels: { [key: string]: string };
 };
 
 /**
@@ -429,6 +438,22 @@ export type ListVmsRequest = Message<"blixard.v1.ListVmsRequest"> & {
    * @generated from field: optional blixard.v1.VmState state = 2;
    */
   state?: VmState | undefined;
+
+  /**
+   * Most VMs in one answer: 1 to 1000; 0 means 1000. An answer also stops
+   * before it would pass 4 MiB.
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * Where to go on: the next_page_token of the previous answer; empty for
+   * the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -448,6 +473,13 @@ export type ListVmsResponse = Message<"blixard.v1.ListVmsResponse"> & {
    * @generated from field: repeated blixard.v1.Vm vms = 1;
    */
   vms: Vm[];
+
+  /**
+   * Non-empty when more VMs match: pass it as page_token for the next page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -684,12 +716,24 @@ export const VmEventKindSchema: GenEnum<VmEventKind> = /*@__PURE__*/
  *
  * Create, Start, Stop and Delete return once the change is committed through
  * Raft, not once the VM has reached the state; follow WatchEvents (or poll
- * Get) for the actual state.
+ * Get) for the actual state. Any member answers: a follower forwards changes
+ * to the leader. Changes need an authenticated caller (docs/security.md):
+ * over Iroh a peer or an operator key, over gRPC a client certificate (mutual
+ * TLS) or, on a plaintext listener, a caller on the node's host or at a
+ * peer's address; anyone else gets PERMISSION_DENIED and nothing changes.
+ * Get, List and WatchEvents read linearizably (what any committed change
+ * before the call did is seen).
  *
  * @generated from service blixard.v1.VmService
  */
 export const VmService: GenService<{
   /**
+   * Validates the spec (INVALID_ARGUMENT naming every bad field), places the
+   * VM (RESOURCE_EXHAUSTED when no node fits, FAILED_PRECONDITION when a
+   * pinned node is down or does not run the backend, INVALID_ARGUMENT when it
+   * is no member, each naming what was asked and what is free where) and
+   * records it PENDING on that node. A name in use: ALREADY_EXISTS.
+   *
    * @generated from rpc blixard.v1.VmService.Create
    */
   create: {
@@ -698,7 +742,8 @@ export const VmService: GenService<{
     output: typeof CreateVmResponseSchema;
   },
   /**
-   * Sets the desired state to running.
+   * Sets the desired state to running; a VM that ended is started again. A
+   * LOST VM is placed anew first. Unknown name: NOT_FOUND.
    *
    * @generated from rpc blixard.v1.VmService.Start
    */
@@ -708,7 +753,8 @@ export const VmService: GenService<{
     output: typeof StartVmResponseSchema;
   },
   /**
-   * Sets the desired state to stopped.
+   * Sets the desired state to stopped: the guest is asked to power off, and
+   * forced off after its stop timeout (at once with `force`).
    *
    * @generated from rpc blixard.v1.VmService.Stop
    */
@@ -718,7 +764,8 @@ export const VmService: GenService<{
     output: typeof StopVmResponseSchema;
   },
   /**
-   * Stops the VM if it runs, then removes it from the cluster state.
+   * Removes the VM from the cluster state; its node stops it and removes its
+   * files.
    *
    * @generated from rpc blixard.v1.VmService.Delete
    */
@@ -744,7 +791,9 @@ export const VmService: GenService<{
     output: typeof ListVmsResponseSchema;
   },
   /**
-   * A stream of changes to VMs, until the client cancels.
+   * A stream of changes to VMs, in commit order, until the client cancels or
+   * the call's deadline passes (at most the node's
+   * limits.max_request_deadline_ms): resume with from_revision.
    *
    * @generated from rpc blixard.v1.VmService.WatchEvents
    */
