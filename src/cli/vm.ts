@@ -10,6 +10,7 @@
  * @module
  */
 
+import { create } from "@bufbuild/protobuf";
 import { createClient } from "../rpc/client.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
 import type { Client } from "../rpc/services.ts";
@@ -132,6 +133,8 @@ The VM:
   --option K=V     a backend option (docs/vm.md); repeat for more
   --restart P      never, on-failure (default) or always: what happens when
                    the VM ends while it should run
+  --label K=V      a label of the operator's (team=web), shown by 'vm get';
+                   repeat for more
   --node N         pin the VM to node N
   --stopped        create it stopped ('blixard vm start NAME' starts it);
                    nothing to wait for
@@ -505,15 +508,28 @@ function filtersOf(name: string, values: VmValues): Filters {
 
 async function listCommand(r: Run): Promise<number> {
   const { nodeId, state } = r.filters;
-  let res;
-  try {
-    res = await r.client.list({
-      ...(nodeId !== undefined ? { nodeId } : {}),
-      ...(state !== undefined ? { state } : {}),
-    }, { deadlineMs: r.timeoutMs });
-  } catch (e) {
-    throw failed(r, "cannot list VMs", e);
-  }
+  // The cluster answers in pages (at most 1000 VMs or 4 MiB each); this shows them all.
+  const vms: Vm[] = [];
+  let pageToken = "";
+  do {
+    let page;
+    try {
+      page = await r.client.list({
+        ...(nodeId !== undefined ? { nodeId } : {}),
+        ...(state !== undefined ? { state } : {}),
+        pageToken,
+      }, { deadlineMs: r.timeoutMs });
+    } catch (e) {
+      throw failed(r, "cannot list VMs", e);
+    }
+    vms.push(...page.vms);
+    // A token that does not move on would never end: the cluster orders by name.
+    if (page.nextPageToken !== "" && page.nextPageToken <= pageToken) {
+      throw new CliError(`${r.name}: the member's pages do not move on (${page.nextPageToken})`);
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  const res = create(ListVmsResponseSchema, { vms });
   if (r.values.json) {
     printJson(protoJson(ListVmsResponseSchema, res));
     return ExitCode.Ok;

@@ -28,6 +28,7 @@ export const CREATE_SPEC_OPTIONS = {
   backend: { type: "string" },
   command: { type: "string" },
   option: { type: "string", multiple: true },
+  label: { type: "string", multiple: true },
   restart: { type: "string" },
   node: { type: "string" },
   stopped: { type: "boolean" },
@@ -45,6 +46,7 @@ export interface CreateSpecValues {
   backend?: string;
   command?: string;
   option?: string[];
+  label?: string[];
   restart?: string;
   node?: string;
   stopped?: boolean;
@@ -133,7 +135,8 @@ export async function specOf(
     desiredState: values.stopped ? VmDesiredState.STOPPED : VmDesiredState.RUNNING,
     nodeId: BigInt(values.node === undefined ? 0 : integerOption(command, "node", values.node, 0)),
   });
-  const options = keyValues(command, values.option ?? []);
+  spec.labels = keyValues(command, "label", values.label ?? []);
+  const options = keyValues(command, "option", values.option ?? []);
   const own: [string, string | undefined][] = [
     ["initrd", pathOption(values.initrd) || undefined],
     ["cmdline", values.cmdline],
@@ -157,17 +160,21 @@ export async function specOf(
   return { spec };
 }
 
-/** `--option k=v`, repeated, as a map; a usage error for a malformed or repeated key. */
-function keyValues(command: string, pairs: readonly string[]): Record<string, string> {
+/** `--option k=v` (or `--label`), repeated, as a map; a usage error for a malformed or repeated key. */
+function keyValues(
+  command: string,
+  option: string,
+  pairs: readonly string[],
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const pair of pairs) {
     const at = pair.indexOf("=");
     if (at <= 0) {
-      throw usage(command, `${command}: --option ${pair}: expected KEY=VALUE`);
+      throw usage(command, `${command}: --${option} ${pair}: expected KEY=VALUE`);
     }
     const key = pair.slice(0, at);
     if (Object.hasOwn(out, key)) {
-      throw usage(command, `${command}: --option ${key} is given twice`);
+      throw usage(command, `${command}: --${option} ${key} is given twice`);
     }
     out[key] = pair.slice(at + 1);
   }
@@ -285,6 +292,8 @@ function check(command: string, spec: VmSpec, file?: string): void {
       : undefined;
     const option = file !== undefined
       ? undefined
+      : i.field === "labels" || i.field.startsWith("labels.")
+      ? "--label"
       : key !== undefined
       ? OPTION_OF_KEY[key] ?? `--option ${key}=...`
       : OPTION_OF_FIELD[i.field];

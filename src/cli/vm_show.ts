@@ -119,6 +119,8 @@ export function printVm(vm: Vm, nowMs: number): void {
   rows.push(["restart", restartPolicyOf(spec)]);
   const options = Object.entries(others).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
   if (options.length > 0) rows.push(["options", options.map(([k, v]) => `${k}=${v}`).join(" ")]);
+  const labels = Object.entries(spec.labels).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
+  if (labels.length > 0) rows.push(["labels", labels.map(([k, v]) => `${k}=${v}`).join(" ")]);
   rows.push(["pinned", spec.nodeId === 0n ? "no (placed by the cluster)" : `node ${spec.nodeId}`]);
   rows.push(["created", when(status?.createdAt, nowMs)]);
   rows.push(["state since", when(status?.stateChangedAt, nowMs)]);

@@ -94,7 +94,11 @@ Deno.test("vm: VMs created, followed, stopped, started and deleted through any m
   await startCluster(c, [1, 2, 3]);
   const [n1, n2, n3] = [c.node(1), c.node(2), c.node(3)];
   const at = (n: TestNode) => ["--addr", n.addr];
-  const vm = (n: TestNode, ...args: string[]) => blixard(["vm", ...args, ...at(n)]);
+  // The target goes before a `--`: what follows it is the VM's command.
+  const vm = (n: TestNode, ...args: string[]) => {
+    const end = args.includes("--") ? args.indexOf("--") : args.length;
+    return blixard(["vm", ...args.slice(0, end), ...at(n), ...args.slice(end)]);
+  };
 
   await t.step("create waits until the VM runs, with its states on stderr", async () => {
     const r = await vm(n2, "create", "sleeper", "--", "/bin/sleep", "600");
