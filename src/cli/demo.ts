@@ -50,6 +50,8 @@ const NODES = 3;
 export const DEMO_VM = "demo";
 /** How long the VM has to stop when the demo ends, before the nodes stop anyway, ms. */
 const VM_STOP_MS = 20_000;
+/** The demo VM's graceful stop timeout (its `stop_timeout_ms`), ms. */
+const GUEST_STOP_MS = 5_000;
 /** How often the demo looks for the leader and for the guest's ready line, ms. */
 const POLL_MS = 100;
 /** How long a create refused for now (members not announced yet) is asked again, ms. */
@@ -325,7 +327,8 @@ class Demo {
     if (choice.backend === "qemu") {
       spec.backend = "qemu";
       spec.kernel = choice.guest!.kernel;
-      spec.backendOptions = { initrd: choice.guest!.initrd };
+      // A guest stopped before it listens to the power button is quit well within VM_STOP_MS.
+      spec.backendOptions = { initrd: choice.guest!.initrd, stop_timeout_ms: `${GUEST_STOP_MS}` };
     } else {
       spec.backend = "process";
       spec.backendOptions = { command: JSON.stringify(PROCESS_GUEST) };
@@ -406,8 +409,8 @@ class Demo {
       `  ${second}`,
       `  ${b} vm stop ${DEMO_VM} ${addr}`,
       `  ${b} vm start ${DEMO_VM} ${addr}`,
-      `  ${b} status --ticket ${other.ticket} --key ${operatorKey}`,
-      `  tail -f ${consoleLog}          (vm ${DEMO_VM}'s console, on node ${vmNode.id})`,
+      `  ${b} status --ticket ${other.ticket} --key ${operatorKey}    # over Iroh`,
+      `  tail -f ${consoleLog}    # vm ${DEMO_VM}'s console, on node ${vmNode.id}`,
       "",
       `Files: ${this.#dir} (nodeN.toml, nodeN.log, data in nodeN/)`,
       `Ctrl-C stops the VM and the nodes and ${

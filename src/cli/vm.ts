@@ -348,15 +348,13 @@ function subcommand(
   });
 }
 
-/** A failed call as the operator reads it; a refused change says what allows one. */
+/**
+ * A failed call as the operator reads it. A refused change needs no advice
+ * of ours: the node says what would allow it, and over Iroh callFailed adds
+ * the endpoint id to list.
+ */
 function failed(r: Run, what: string, e: unknown): unknown {
-  const denied = e instanceof RpcError && e.code === Code.PERMISSION_DENIED &&
-    r.target.operatorId === undefined;
-  const advice = denied
-    ? "\n  over gRPC, changing VMs needs mutual TLS (--tls-ca, --tls-cert, --tls-key) or the " +
-      "node's plaintext listener on loopback; or call over Iroh (--ticket) with an operator key"
-    : "";
-  return callFailed(`${r.name}: ${what}`, e, r.target, advice);
+  return callFailed(`${r.name}: ${what}`, e, r.target);
 }
 
 /** What is left of the command's time for one call, ms. */

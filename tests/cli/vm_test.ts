@@ -12,6 +12,7 @@ import { within } from "../wait.ts";
 import { clusterFiles, startCluster, type TestNode } from "./cluster_helpers.ts";
 import { blixard, blixardJson as json, freeTcpPort } from "./helpers.ts";
 import { assertDocumented, jsonDoc } from "./json_doc.ts";
+import { makePki } from "../transport/grpc/helpers.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -344,4 +345,31 @@ Deno.test("vm: VMs created, followed, stopped, started and deleted through any m
       assertMatch(none.stderr, /NOT_FOUND/);
     },
   );
+});
+
+Deno.test("over gRPC, a change from a client the node cannot authenticate is refused readably; reads still answer", async () => {
+  const pki = await makePki();
+  try {
+    // TLS without a CA: the node proves who it is, but cannot tell who calls.
+    await using c = await clusterFiles(
+      [1],
+      [],
+      `\n[grpc.tls]\ncert_file = "${pki.serverCertFile}"\nkey_file = "${pki.serverKeyFile}"\n` +
+        '\n[vm]\nbackends = ["process"]\n',
+    );
+    await c.start(1);
+    const at = ["--addr", c.node(1).addr, "--tls-ca", pki.caFile];
+    const r = await blixard(["vm", "create", "web", ...at, "--", "/bin/sleep", "60"]);
+    assertEquals([r.code, r.stdout], [1, ""], r.stderr);
+    // One line: what was refused, and the node's word on what would allow it.
+    assertEquals(r.stderr.split("\n").length, 2, r.stderr);
+    assertMatch(
+      r.stderr,
+      /^blixard: vm create: the cluster did not create vm "web": PERMISSION_DENIED: .*needs an authenticated caller.*: use mutual TLS, or Iroh with an operator key\n$/,
+    );
+    const list = await blixard(["vm", "list", ...at]);
+    assertEquals([list.code, list.stdout, list.stderr], [0, "", "no VMs\n"]);
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 });
