@@ -168,6 +168,8 @@ operator_keys = ["${o.operatorId}"]
 ${peers.join("\n")}
 [vm]
 backends = [${o.backends.map((b) => `"${b}"`).join(", ")}]
+# A node that stops takes its VMs with it: nothing of the demo outlives it.
+on_agent_stop = "stop"
 
 [limits]
 shutdown_timeout_ms = 3000
