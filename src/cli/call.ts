@@ -21,7 +21,12 @@ import {
   GetRaftStatusResponseSchema,
   RaftRole,
 } from "../rpc/gen/blixard/v1/status_pb.ts";
-import { Health, Status } from "../rpc/services.ts";
+import {
+  type GetResourceSummaryResponse,
+  GetResourceSummaryResponseSchema,
+} from "../rpc/gen/blixard/v1/monitoring_pb.ts";
+import { Health, Monitoring, Status } from "../rpc/services.ts";
+import { VmState } from "../rpc/gen/blixard/v1/vm_pb.ts";
 import { ExitCode, formatDuration, printJson } from "./common.ts";
 import {
   callFailed,
@@ -56,12 +61,12 @@ export const STATUS_HELP = `Usage: blixard status (--ticket TICKET | --addr HOST
 
 Asks a running node, over Iroh (--ticket) or gRPC (--addr), for the cluster
 as it sees it: the members with their role (leader, voter, learner), their
-addresses and the transports of each of their services, the leader and term;
-its own Raft state (commit, applied, last log index, snapshot); and, on the
-leader, how far each peer's log is (match, next, lag).
+addresses, their VMs by state and the transports of each of their services;
+the leader and term; its own Raft state (commit, applied, last log index,
+snapshot); and, on the leader, how far each peer's log is (match, next, lag).
 
 ${targetHelp("the node", TIMEOUT_HELP)}
-  --json         print both answers as JSON (docs/cli.md)`;
+  --json         print the answers as JSON (docs/cli.md)`;
 
 /** Runs `blixard health ...` or `blixard status ...`. */
 export async function callCommand(command: "health" | "status", args: string[]): Promise<number> {
@@ -95,17 +100,21 @@ export async function callCommand(command: "health" | "status", args: string[]):
         return res.status === ServingStatus.SERVING ? ExitCode.Ok : ExitCode.Failure;
       }
       const status = createClient(Status, target.channel);
-      const [cluster, raft] = await Promise.all([
+      const monitoring = createClient(Monitoring, target.channel);
+      const [cluster, raft, resources] = await Promise.all([
         status.getClusterStatus({}, options),
         status.getRaftStatus({}, options),
+        // The VM counts are extra: a node that cannot give them still has a status.
+        monitoring.getResourceSummary({}, options).catch(() => null),
       ]);
       if (values.json) {
         printJson({
           cluster: protoJson(GetClusterStatusResponseSchema, cluster),
           raft: protoJson(GetRaftStatusResponseSchema, raft),
+          resources: resources && protoJson(GetResourceSummaryResponseSchema, resources),
         });
       } else {
-        printStatus(cluster, raft);
+        printStatus(cluster, raft, resources);
       }
       return ExitCode.Ok;
     } catch (e) {
@@ -125,11 +134,28 @@ function roleOf(id: bigint, cluster: GetClusterStatusResponse, raft: GetRaftStat
 }
 
 /**
- * The cluster as one node sees it, for a person: the members with their
- * role and addresses, the leader and term, the node's Raft state and, on a
- * leader, each peer's progress.
+ * `2 running, 1 failed` on node `id`, `none`, or `?` when the resource
+ * summary did not come or does not list the node.
  */
-export function printStatus(cluster: GetClusterStatusResponse, raft: GetRaftStatusResponse): void {
+function vmCounts(id: bigint, resources: GetResourceSummaryResponse | null | undefined): string {
+  const node = resources?.nodes.find((n) => n.nodeId === id);
+  if (!node) return "?";
+  const counts = node.vmCounts.filter((c) => c.count > 0).sort((a, b) => a.state - b.state);
+  if (counts.length === 0) return "none";
+  return counts.map((c) => `${c.count} ${(VmState[c.state] ?? `state${c.state}`).toLowerCase()}`)
+    .join(", ");
+}
+
+/**
+ * The cluster as one node sees it, for a person: the members with their
+ * role, addresses and VMs by state (when `resources` came), the leader and
+ * term, the node's Raft state and, on a leader, each peer's progress.
+ */
+export function printStatus(
+  cluster: GetClusterStatusResponse,
+  raft: GetRaftStatusResponse,
+  resources?: GetResourceSummaryResponse | null,
+): void {
   const leader = cluster.leaderId === 0n ? "none known" : `node ${cluster.leaderId}`;
   const count = `${cluster.members.length} member${cluster.members.length === 1 ? "" : "s"}`;
   console.log(
@@ -144,11 +170,13 @@ export function printStatus(cluster: GetClusterStatusResponse, raft: GetRaftStat
     m.iroh ? shortId(m.iroh.endpointId) : "-",
     m.iroh?.directAddresses.join(",") || "-",
     m.grpcAddress || "-",
+    vmCounts(m.nodeId, resources),
     m.services.map((s) => `${serviceName(s.service)}(${s.transports.map(transportName).join("+")})`)
       .join(" ") ||
     "unknown",
   ]);
-  printTable(["NODE", "ROLE", "ENDPOINT", "IROH ADDRESSES", "GRPC", "SERVICES"], rows);
+  // SERVICES last: it is the longest cell, and nothing after it needs aligning.
+  printTable(["NODE", "ROLE", "ENDPOINT", "IROH ADDRESSES", "GRPC", "VMS", "SERVICES"], rows);
   const role = (RaftRole[raft.role] ?? "UNSPECIFIED").toLowerCase().replace("_", "-");
   console.log(
     `raft: node ${raft.nodeId} ${role}, term ${raft.term}, commit ${raft.commitIndex}, ` +

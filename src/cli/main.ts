@@ -17,6 +17,8 @@ import { CALL_OPTIONS, callCommand, HEALTH_HELP, STATUS_HELP } from "./call.ts";
 import { CLUSTER_COMMAND } from "./cluster.ts";
 import { CliError, type Command, ExitCode, printJson } from "./common.ts";
 import { META_COMMAND } from "./meta.ts";
+import { VM_COMMAND } from "./vm.ts";
+import { DEMO_HELP, DEMO_OPTIONS, demoCommand } from "./demo.ts";
 import { CONFIG_HELP, CONFIG_OPTIONS, configCommand } from "./config.ts";
 import { KEY_HELP, KEY_OPTIONS, keyCommand } from "./key.ts";
 import {
@@ -35,6 +37,8 @@ const HELP = `blixard ${AGENT_VERSION}: the Blixard node agent
 Usage: blixard <command> [options]     (blixard <command> --help for more)
 
 Commands:
+  demo                            start a 3-node cluster on this machine and
+                                  boot a microVM in it: the place to begin
   node --config FILE              run the agent
   reload --config FILE            make a running node re-read its config
                                   (SIGHUP) and report what moved
@@ -49,6 +53,10 @@ Commands:
   cluster join|leave|transfer     add a node that waits to be joined and wait
                                   until it votes; remove a node; hand
                                   leadership to another voter
+  vm create|start|stop|delete|get|list|watch
+                                  the cluster's microVMs: create, start and
+                                  stop them and wait for the outcome; show
+                                  and follow them
   key generate|show               the Iroh identity (endpoint id, ticket)
   version                         agent, runtime and wire protocol versions
   help [COMMAND [SUBCOMMAND]]     this help, or a command's
@@ -58,9 +66,7 @@ Global options:
   -V, --version  same as the version command
   --json         machine-readable output, one JSON document (docs/cli.md)
 
-Exit status: 0 ok, 1 failure, 2 usage error.
-
-Not yet: vm, dev (a local 3-node cluster); see README.md, "Status".`;
+Exit status: 0 ok, 1 failure, 2 usage error.`;
 
 export type { Command };
 
@@ -74,6 +80,8 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   key: { help: KEY_HELP, options: KEY_OPTIONS, run: keyCommand },
   meta: META_COMMAND,
   cluster: CLUSTER_COMMAND,
+  vm: VM_COMMAND,
+  demo: { help: DEMO_HELP, options: DEMO_OPTIONS, run: demoCommand },
 };
 
 /** Runs the command line with `args`; resolves with the process exit status. */

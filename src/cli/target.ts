@@ -17,6 +17,7 @@ import { type DescMessage, type JsonObject, type MessageShape, toJson } from "@b
 import type { CallTransport } from "../rpc/client.ts";
 import { Code, codeName, RpcError } from "../rpc/errors.ts";
 import { GrpcChannel, type GrpcClientTls } from "../transport/grpc/client.ts";
+import { GrpcTransportError } from "../transport/grpc/errors.ts";
 import {
   createEndpoint,
   type IrohEndpoint,
@@ -185,13 +186,34 @@ export class Dialer {
     };
   }
 
-  /** A node over gRPC at `addr`, with `tls` (plaintext without). */
+  /**
+   * A node over gRPC at `addr`, with `tls` (plaintext without). An address
+   * that is not HOST:PORT, plaintext to another host without `--insecure`,
+   * and a TLS file that cannot be read are errors naming the options.
+   */
   grpc(addr: string, tls: GrpcClientTls | undefined): Target {
-    const channel = new GrpcChannel({
-      target: addr,
-      ...(tls ? { tls } : {}),
-      allowInsecure: this.#values.insecure ?? false,
-    });
+    let channel: GrpcChannel;
+    try {
+      channel = new GrpcChannel({
+        target: addr,
+        ...(tls ? { tls } : {}),
+        allowInsecure: this.#values.insecure ?? false,
+      });
+    } catch (e) {
+      if (!(e instanceof GrpcTransportError)) throw e;
+      if (e.code === "INSECURE") {
+        throw usage(
+          this.#command,
+          `${this.#command}: ${addr} is not a loopback address, and plaintext would cross the network: ` +
+            "give --tls-ca (with --tls-cert and --tls-key for mutual TLS), or --insecure to " +
+            "call it in plaintext on purpose",
+        );
+      }
+      if (e.code === "INVALID_ARGUMENT") {
+        throw usage(this.#command, `${this.#command}: --addr ${addr}: expected HOST:PORT`);
+      }
+      throw new CliError(`${this.#command}: ${e.message}`);
+    }
     this.#grpc.push(channel);
     return { channel, label: `grpc ${addr}` };
   }
@@ -216,8 +238,10 @@ export interface ClientRun<V> {
   readonly name: string;
   readonly values: V;
   readonly positionals: readonly string[];
+  /** How many of `positionals` came before a `--` (all of them without one). */
+  readonly beforeTerminator: number;
   readonly dialer: Dialer;
-  /** `--timeout`. */
+  /** `--timeout`; Infinity for a command whose `--timeout` has no default and is not given. */
   readonly timeoutMs: number;
 }
 
@@ -242,6 +266,7 @@ export function clientSubcommand<V extends TargetValues & { timeout?: string; he
         args,
         options: options as ParseArgsOptionsConfig,
         allowPositionals: true,
+        tokens: true,
       });
       const values = parsed.values as unknown as V;
       if (values.help) {
@@ -251,10 +276,23 @@ export function clientSubcommand<V extends TargetValues & { timeout?: string; he
       if (!positionals && parsed.positionals.length > 0) {
         throw usage(name, `${name}: unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
       }
-      const timeoutMs = parseMs(name, "timeout", values.timeout ?? "");
+      const timeoutMs = values.timeout === undefined
+        ? Infinity
+        : parseMs(name, "timeout", values.timeout);
+      const terminator = parsed.tokens.find((t) => t.kind === "option-terminator")?.index;
+      const beforeTerminator = terminator === undefined
+        ? parsed.positionals.length
+        : parsed.tokens.filter((t) => t.kind === "positional" && t.index < terminator).length;
       const dialer = new Dialer(name, values, Math.min(timeoutMs, CONNECT_MS));
       try {
-        return await run({ name, values, positionals: parsed.positionals, dialer, timeoutMs });
+        return await run({
+          name,
+          values,
+          positionals: parsed.positionals,
+          beforeTerminator,
+          dialer,
+          timeoutMs,
+        });
       } finally {
         await dialer.close();
       }

@@ -57,11 +57,13 @@ async function freeUdpPort(): Promise<number> {
  * Writes the files of a cluster formed by `members` (each lists the others
  * as peers and bootstraps) and of `waiting` nodes (bootstrap = false, the
  * members as peers, to be joined); starts nothing. Nodes run in mode `dual`
- * with a fast Raft clock, so elections take a fraction of a second.
+ * with a fast Raft clock, so elections take a fraction of a second. `extra`
+ * is TOML appended to every node's file (say a `[vm]` table).
  */
 export async function clusterFiles(
   members: readonly number[],
   waiting: readonly number[] = [],
+  extra = "",
 ): Promise<TestCluster> {
   const { dir, opKey, operatorId } = await operatorDir();
   const nodes = new Map<number, TestNode>();
@@ -114,7 +116,7 @@ tick_ms = 20
 
 [limits]
 shutdown_timeout_ms = 2000
-`,
+${extra}`,
     );
   }
   const node = (id: number) => {
