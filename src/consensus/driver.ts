@@ -84,6 +84,8 @@ export interface DriverOptions {
   readonly onMembership?: (members: readonly MemberRecord[]) => void;
   /** Told once when the driver stops for good because storage failed. */
   readonly onFailure?: (error: Error) => void;
+  /** Told when this node's role or the leader it knows changes (for metrics). */
+  readonly onSoftState?: (soft: { readonly role: Role; readonly leader: number }) => void;
 }
 
 /** A call the driver could not serve, with a code the services map to RPC status codes. */
@@ -485,6 +487,7 @@ export class RaftDriver {
   #onSoftState(soft: { role: Role; leader: number }): void {
     const wasLeader = this.#softState.role === Role.Leader;
     this.#softState = { role: soft.role, leader: soft.leader };
+    this.#o.onSoftState?.(this.#softState);
     if (wasLeader && soft.role !== Role.Leader) {
       // Snapshots in flight are the old term's.
       for (const s of this.#senders.values()) s.abort("this node is no longer the leader");
