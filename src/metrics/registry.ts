@@ -377,6 +377,12 @@ export class AgentMetrics {
       });
     const byClass = (values: readonly number[], set: (l: Labels<"class">, v: number) => void) =>
       RAFT_CLASSES.forEach((c, i) => set({ class: c }, values[i] ?? 0));
+    const byTransport = (
+      values: Readonly<Record<TransportName, number>>,
+      set: (l: Labels<"transport">, v: number) => void,
+    ) => {
+      for (const t of ["grpc", "iroh"] as const) set({ transport: t }, values[t]);
+    };
 
     gauge("blixard_ready", "1 while /readyz answers 200, else 0.", [], (set, s) => {
       set({}, s.ready() ? 1 : 0);
@@ -467,10 +473,7 @@ export class AgentMetrics {
       "blixard_raft_inbox_denied_total",
       "Deliveries of Raft messages refused (PERMISSION_DENIED: an operator, an unknown caller, a peer claiming another id), by transport.",
       ["transport"],
-      (inc, s) => {
-        const denied = s.inbox().denied;
-        for (const t of ["grpc", "iroh"] as const) inc({ transport: t }, denied[t]);
-      },
+      (inc, s) => byTransport(s.inbox().denied, inc),
     );
     gauge(
       "blixard_raft_outbox_messages",
@@ -488,10 +491,7 @@ export class AgentMetrics {
       "blixard_raft_outbox_sent_by_transport_total",
       "Raft messages to peers that a transport took, by the transport that carried them.",
       ["transport"],
-      (inc, s) => {
-        const by = s.outbox().byTransport;
-        for (const t of ["grpc", "iroh"] as const) inc({ transport: t }, by[t]);
-      },
+      (inc, s) => byTransport(s.outbox().byTransport, inc),
     );
     counter(
       "blixard_raft_outbox_dropped_total",

@@ -49,6 +49,7 @@ import type { Logger } from "../util/log.ts";
 import { parseHostPort } from "../util/address.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
+import type { RaftDriver } from "../consensus/driver.ts";
 import { Consensus } from "./consensus.ts";
 import { guardChanges } from "./guard.ts";
 import { namesToResolve, type Principals, principalsOf } from "./principals.ts";
@@ -352,17 +353,23 @@ export class Agent {
    */
   readiness(): ReturnType<typeof readinessChecks> {
     const c = this.#consensus;
-    const status = c?.driver.status();
+    let status: ReturnType<RaftDriver["status"]> | null = null;
+    try {
+      status = c?.driver.status() ?? null;
+    } catch {
+      // Storage closed (stopped) or failed: the driver's own flag says which.
+    }
+    const failed = c?.driver.failed ?? null;
     return readinessChecks({
       stopping: this.#stopping,
       listeners: { want: transportsOf(this.config.transport.mode), up: this.runner.listeners() },
-      consensus: c && status
+      consensus: c && (status || failed)
         ? {
           id: this.config.node.id,
           leader: c.leader,
-          voters: status.voters,
-          learners: status.learners,
-          failed: c.driver.failed,
+          voters: status?.voters ?? [],
+          learners: status?.learners ?? [],
+          failed,
         }
         : null,
       storage: this.#storageProbe.result(),

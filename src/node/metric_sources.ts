@@ -44,7 +44,13 @@ export function metricSources(p: NodeParts): MetricSources {
     raft: () => {
       const driver = p.driver();
       if (!driver) return null;
-      const s = driver.status();
+      let s;
+      try {
+        s = driver.status();
+      } catch {
+        // Storage closed (the node stopped) or failed: nothing to report.
+        return null;
+      }
       return {
         term: s.term,
         role: ROLE_LABELS[s.role],

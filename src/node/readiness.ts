@@ -27,7 +27,7 @@ export interface ReadinessInputs {
     readonly want: readonly TransportName[];
     readonly up: readonly TransportName[];
   };
-  /** Consensus as this node knows it; null while it starts. */
+  /** Consensus as this node knows it; null while it is not running (starting, or stopped). */
   readonly consensus: {
     readonly id: number;
     readonly leader: number;
@@ -52,7 +52,7 @@ export function readinessChecks(i: ReadinessInputs): ReadinessCheck[] {
     : { name: "listeners", ok: true, detail: `serving over ${i.listeners.up.join(" and ")}` };
   const c = i.consensus;
   const member: ReadinessCheck = !c
-    ? { name: "member", ok: false, detail: "consensus is starting" }
+    ? { name: "member", ok: false, detail: "consensus is not running (starting, or stopped)" }
     : c.voters.includes(c.id)
     ? { name: "member", ok: true, detail: `voter, node ${c.id}` }
     : c.learners.includes(c.id)
@@ -64,7 +64,7 @@ export function readinessChecks(i: ReadinessInputs): ReadinessCheck[] {
         `node ${c.id} is not a member of a cluster yet (waiting to be added: blixard cluster join)`,
     };
   const leader: ReadinessCheck = !c
-    ? { name: "leader", ok: false, detail: "consensus is starting" }
+    ? { name: "leader", ok: false, detail: "consensus is not running (starting, or stopped)" }
     : c.leader === 0
     ? {
       name: "leader",

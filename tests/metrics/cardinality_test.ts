@@ -11,7 +11,14 @@ import { createEndpoint } from "../../src/transport/iroh/endpoint.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
 import { configOf, nodeBase, startAgent } from "../runner/helpers.ts";
-import { type Exposition, scrape, scrapeUntil, valueOf } from "./helpers.ts";
+import {
+  type Exposition,
+  parseExposition,
+  scrape,
+  scrapeUntil,
+  series,
+  valueOf,
+} from "./helpers.ts";
 
 // The Iroh clients' endpoints keep native handles the sanitizer cannot see closed in time.
 const SANITIZE = { sanitizeOps: false, sanitizeResources: false };
@@ -110,4 +117,21 @@ Deno.test({
       await Deno.remove(base.dataDir, { recursive: true });
     }
   },
+});
+
+Deno.test("a stopped agent still answers its metrics and says why it is not ready", async () => {
+  const { base } = await nodeBase("0".repeat(64));
+  const agent = await startAgent(configOf({ ...base, mode: "grpc" }));
+  await agent.stop();
+  try {
+    const e = parseExposition(await agent.metrics.text());
+    assertEquals(valueOf(e, "blixard_ready"), 0);
+    assertEquals(agent.readiness().filter((c) => !c.ok).map((c) => [c.name, c.detail]), [
+      ["listeners", "shutting down"],
+      ["member", "consensus is not running (starting, or stopped)"],
+      ["leader", "consensus is not running (starting, or stopped)"],
+    ]);
+  } finally {
+    await Deno.remove(base.dataDir, { recursive: true });
+  }
 });
