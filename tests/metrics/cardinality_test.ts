@@ -11,14 +11,7 @@ import { createEndpoint } from "../../src/transport/iroh/endpoint.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
 import { configOf, nodeBase, startAgent } from "../runner/helpers.ts";
-import {
-  type Exposition,
-  parseExposition,
-  scrape,
-  scrapeUntil,
-  series,
-  valueOf,
-} from "./helpers.ts";
+import { type Exposition, parseExposition, scrape, scrapeUntil, valueOf } from "./helpers.ts";
 
 // The Iroh clients' endpoints keep native handles the sanitizer cannot see closed in time.
 const SANITIZE = { sanitizeOps: false, sanitizeResources: false };
