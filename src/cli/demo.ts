@@ -107,7 +107,14 @@ interface BackendChoice {
 interface DemoSummary {
   dir: string;
   operatorKey: string;
-  nodes: { id: number; pid: number; grpcAddress: string; ticket: string; dataDir: string }[];
+  nodes: {
+    id: number;
+    pid: number;
+    grpcAddress: string;
+    metricsAddress: string;
+    ticket: string;
+    dataDir: string;
+  }[];
   leaderId: number;
   backend: string;
   fallbackReason: string | null;
@@ -275,6 +282,7 @@ class Demo {
           id: n.id,
           pid: n.process!.pid,
           grpcAddress: n.grpcAddress,
+          metricsAddress: n.metricsAddress,
           ticket: n.ticket,
           dataDir: n.dataDir,
         })),
@@ -410,6 +418,7 @@ class Demo {
       `  ${b} vm stop ${DEMO_VM} ${addr}`,
       `  ${b} vm start ${DEMO_VM} ${addr}`,
       `  ${b} status --ticket ${other.ticket} --key ${operatorKey}    # over Iroh`,
+      `  curl -s http://${nodes[0]!.metricsAddress}/readyz    # and /metrics, /healthz`,
       `  tail -f ${consoleLog}    # vm ${DEMO_VM}'s console, on node ${vmNode.id}`,
       "",
       `Files: ${this.#dir} (nodeN.toml, nodeN.log, data in nodeN/)`,

@@ -92,6 +92,8 @@ export interface LocalNode {
   readonly logFile: string;
   /** `127.0.0.1:PORT` of its gRPC listener. */
   readonly grpcAddress: string;
+  /** `127.0.0.1:PORT` of its `/metrics`, `/healthz` and `/readyz`. */
+  readonly metricsAddress: string;
   readonly endpointId: string;
   /** Its Iroh ticket: endpoint id and loopback address. */
   readonly ticket: string;
@@ -135,6 +137,7 @@ export class LocalCluster {
         dataDir,
         logFile: join(o.dir, `node${id}.log`),
         grpcAddress: `127.0.0.1:${await freePort("tcp")}`,
+        metricsAddress: `127.0.0.1:${await freePort("tcp")}`,
         endpointId,
         irohAddress,
         ticket: toTicket({ id: endpointId, directAddresses: [irohAddress] }),
@@ -161,6 +164,9 @@ bind = "${n.grpcAddress}"
 [iroh]
 bind = "${n.irohAddress}"
 relay = "disabled"
+
+[metrics]
+bind = "${n.metricsAddress}"
 
 [cluster]
 operator_keys = ["${o.operatorId}"]

@@ -10,6 +10,7 @@
 
 import { PROTOCOL_VERSION } from "../codec/frame.ts";
 import { ConfigError } from "../config/mod.ts";
+import { MetricsServerError } from "../metrics/server.ts";
 import { SecretKeyError } from "../transport/iroh/secret_key.ts";
 import { IrohError } from "../transport/iroh/errors.ts";
 import { AGENT_VERSION } from "../version.ts";
@@ -139,7 +140,10 @@ function report(e: unknown): number {
     console.error(`blixard: ${e.message}\nTry 'blixard --help'.`);
     return ExitCode.Usage;
   }
-  if (e instanceof ConfigError || e instanceof SecretKeyError || e instanceof IrohError) {
+  if (
+    e instanceof ConfigError || e instanceof SecretKeyError || e instanceof IrohError ||
+    e instanceof MetricsServerError
+  ) {
     console.error(`blixard: ${e.message}`);
     return ExitCode.Failure;
   }

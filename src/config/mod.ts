@@ -55,6 +55,7 @@ export type {
   GrpcTlsConfig,
   IrohConfig,
   LimitsConfig,
+  MetricsConfig,
   MigrationConfig,
   NodeConfig,
   PeerConfig,

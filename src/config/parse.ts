@@ -235,7 +235,7 @@ const UNSUPPORTED: readonly { keys: [string, string]; what: string; until: strin
 });
 
 function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
-  const { node, grpc, iroh, cluster, raft, vm, limits } = file;
+  const { node, grpc, iroh, cluster, raft, metrics, vm, limits } = file;
   const transport = {
     ...file.transport,
     mode: impliedDual ? "dual" as const : file.transport.mode,
@@ -286,6 +286,7 @@ function toAgentConfig(file: ConfigFile, impliedDual: boolean): AgentConfig {
       snapshotEveryEntries: raft.snapshot_every_entries,
       keepEntries: raft.keep_entries,
     },
+    metrics: { enabled: metrics.enabled, bind: metrics.bind },
     vm: {
       backends: [...vm.backends],
       ...defined({ vcpus: vm.vcpus, memoryMib: vm.memory_mib }),

@@ -44,6 +44,7 @@ export const DEFAULTS = {
   grpcBind: "127.0.0.1:7400",
   irohBind: "0.0.0.0:7401",
   irohAlpn: "blixard/1",
+  metricsBind: "127.0.0.1:9464",
   secretKeyFileName: "iroh_secret_key",
   maxFrameBytes: 16 * 1024 * 1024,
   maxInflightRequests: 1024,
@@ -84,25 +85,6 @@ export const keyDocs = z.registry<KeyDoc>();
 function documented<T extends z.ZodType>(schema: T, doc: KeyDoc): T {
   keyDocs.add(schema, { ...keyDocs.get(schema), ...doc });
   return schema;
-}
-
-/**
- * A key whose feature is not built yet: documented as it will be, with its
- * type and allowed values, but refused wherever a file sets it (parse.ts reads
- * `notSupported`), so that no file says something the agent does not do.
- */
-function notYet<T extends z.ZodType>(
-  schema: T,
-  notSupported: { what: string; until: string },
-  description: string,
-) {
-  return documented(schema.optional(), {
-    description:
-      `**Not supported yet:** ${notSupported.what} (${notSupported.until}); a file that sets this key is refused. Once built: ${
-        description.charAt(0).toLowerCase()
-      }${description.slice(1)}`,
-    notSupported,
-  });
 }
 
 /** The issue codes the schema's own checks raise (in `params.code`). */
@@ -539,24 +521,23 @@ const raft = documented(
   { description: "Consensus timing and log compaction." },
 );
 
-const METRICS_NOT_BUILT = "the metrics endpoint is not built yet";
-
 const metrics = documented(
   z.strictObject({
-    bind: notYet(
-      address({ bind: true, ipOnly: false, example: "0.0.0.0:9464" }),
-      { what: "the agent serves no /metrics, /healthz or /readyz", until: METRICS_NOT_BUILT },
-      "Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Loopback by default; open it to the Prometheus host deliberately.",
-    ),
-    enabled: notYet(
-      boolean(),
-      { what: "there is no metrics endpoint to switch on or off", until: METRICS_NOT_BUILT },
-      "Serve metrics at all.",
+    enabled: documented(boolean().default(true), {
+      description:
+        "Serve the HTTP endpoints. `false` opens no port; the metrics are still kept and `Monitoring.GetMetrics` answers them over the node's transports. A reload switches the server on or off.",
+    }),
+    bind: documented(
+      address({ bind: true, ipOnly: false, example: "0.0.0.0:9464" }).default(DEFAULTS.metricsBind),
+      {
+        description:
+          "Address of the HTTP server for `/metrics` (Prometheus text), `/healthz` and `/readyz` (docs/metrics.md). Loopback by default, on port 9464. Another address is allowed without TLS: the endpoints are read-only and reveal no secret, only counts and states, but open it to your Prometheus hosts deliberately (firewall). Port 0 lets the system pick one, which the log names. A port another process holds stops the node at start. A reload moves the server: the new address is bound before the old one closes (the same port: closed first, restored if the new one fails), and a reload whose address cannot be bound is refused.",
+      },
     ),
   }).prefault({}),
   {
     description:
-      `Prometheus metrics and health endpoints. **Not supported yet** (${METRICS_NOT_BUILT}): a file that sets any key of this table is refused.`,
+      "The HTTP endpoints for monitoring: Prometheus metrics, liveness and readiness (docs/metrics.md).",
   },
 );
 
@@ -687,7 +668,6 @@ export const RULES: readonly string[] = [
   "Every `[[cluster.peers]]` has `endpoint_id` or `ticket`; peer ids and endpoint ids are unique, and no peer has this node's `node.id`.",
   "`limits.request_deadline_ms` is at most `limits.max_request_deadline_ms`.",
   "`limits.max_connection_buffer_bytes` is at least twice `limits.max_frame_bytes`.",
-  "Not supported yet, and refused when set: `metrics.bind` and `metrics.enabled` (the metrics endpoint is not built yet).",
   "`blixard config check` and `blixard node` also check the files the config names: `grpc.tls.cert_file`, `key_file` and `ca_file` must be readable; `iroh.secret_key_file`, if it exists, must be a readable regular file that group and others cannot access, and if it does not, its directory must exist or be creatable; `node.data_dir` must be a directory or creatable.",
 ];
 

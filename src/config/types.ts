@@ -14,8 +14,7 @@ import type { RaftTransport, ServiceName, TransportMode, VmBackend } from "./sch
 export type { RaftTransport, ServiceName, TransportMode, VmBackend };
 
 /**
- * The whole configuration of one agent. The keys that are not supported yet
- * (`[metrics]`, `[vm]`) have no field: a file that sets them is refused.
+ * The whole configuration of one agent.
  */
 export interface AgentConfig {
   readonly node: NodeConfig;
@@ -24,6 +23,7 @@ export interface AgentConfig {
   readonly iroh: IrohConfig;
   readonly cluster: ClusterConfig;
   readonly raft: RaftConfig;
+  readonly metrics: MetricsConfig;
   readonly vm: VmConfig;
   readonly limits: LimitsConfig;
 }
@@ -119,6 +119,13 @@ export interface RaftConfig {
   readonly heartbeatTicks: number;
   readonly snapshotEveryEntries: number;
   readonly keepEntries: number;
+}
+
+/** `[metrics]`: the HTTP server of `/metrics`, `/healthz` and `/readyz`. */
+export interface MetricsConfig {
+  readonly enabled: boolean;
+  /** `host:port`. */
+  readonly bind: string;
 }
 
 /** `[vm]`: the VMs this node runs. */

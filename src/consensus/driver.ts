@@ -125,6 +125,8 @@ export interface DriverOptions {
    * read while the core stepped), or the core broke an invariant.
    */
   readonly onFailure?: (error: Error) => void;
+  /** Told when this node's role or the leader it knows changes (for metrics). */
+  readonly onSoftState?: (soft: { readonly role: Role; readonly leader: number }) => void;
 }
 
 /** Default of {@link DriverOptions.promotionLagEntries}. */
@@ -709,6 +711,7 @@ export class RaftDriver {
   #onSoftState(soft: { role: Role; leader: number }): void {
     const wasLeader = this.#softState.role === Role.Leader;
     this.#softState = { role: soft.role, leader: soft.leader };
+    this.#o.onSoftState?.(this.#softState);
     if (wasLeader && soft.role !== Role.Leader) {
       // Snapshots in flight are the old term's.
       for (const s of this.#senders.values()) s.abort("this node is no longer the leader");

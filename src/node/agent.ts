@@ -1,21 +1,23 @@
 /**
  * The agent: the composition root that turns one configuration into a
- * running node. It builds the metrics, the principals, the consensus inbox
- * and outbox, consensus itself, the services (each handed the read models
- * and ports it answers from), and the dual runner that serves them. A reload
- * goes through here so the principals, the runner and the Raft routes switch
- * together; a membership change learned through Raft updates the principals
- * and the routes without a config edit.
+ * running node. It builds the metrics and their HTTP endpoint, the
+ * principals, the consensus inbox and outbox, consensus itself, the services
+ * (each handed the read models and ports it answers from), and the dual
+ * runner that serves them. A reload goes through here so the principals, the
+ * runner, the Raft routes and the metrics endpoint switch together; a
+ * membership change learned through Raft updates the principals and the
+ * routes without a config edit.
  *
  * Owns: {@link Agent}. Imports config, metrics, services, rpc, the runner,
- * and this folder's principals, inbox and consensus; the command line
- * drives it.
+ * and this folder's principals, inbox, consensus, readiness and metric
+ * sources; the command line drives it.
  *
  * @module
  */
 
 import type { AgentConfig } from "../config/mod.ts";
 import { AgentMetrics } from "../metrics/registry.ts";
+import { MetricsEndpoint } from "../metrics/server.ts";
 import { createClient } from "../rpc/client.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
 import { JoinRequestSchema } from "../rpc/gen/blixard/v1/cluster_pb.ts";
@@ -47,10 +49,14 @@ import type { Logger } from "../util/log.ts";
 import { parseHostPort } from "../util/address.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { create } from "@bufbuild/protobuf";
+import type { RaftDriver } from "../consensus/driver.ts";
 import { Consensus } from "./consensus.ts";
 import { guardChanges } from "./guard.ts";
 import { namesToResolve, type Principals, principalsOf } from "./principals.ts";
+import { metricSources } from "./metric_sources.ts";
 import { RaftInbox } from "./raft_inbox.ts";
+import { readinessChecks, StorageProbe } from "./readiness.ts";
+import { transportsOf } from "../runner/routing.ts";
 import { VmNode } from "./vms.ts";
 
 export type { ReloadResult };
@@ -75,9 +81,13 @@ export class Agent {
   readonly outbox: RaftOutbox;
   /** The listeners, their addresses, the serving plan. */
   readonly runner: DualRunner;
+  /** `/metrics`, `/healthz`, `/readyz` on `[metrics] bind`. */
+  readonly metricsEndpoint: MetricsEndpoint;
+  readonly #storageProbe: StorageProbe;
   readonly #log: Logger;
   readonly #onFatal: ((error: Error) => void) | undefined;
   #consensus: Consensus | null = null;
+  #reloading: Promise<unknown> = Promise.resolve();
   #vms: VmNode | null = null;
   readonly #consensusPort: ConsensusPort;
   #principals: Principals;
@@ -122,6 +132,19 @@ export class Agent {
       logger: log,
       metrics,
     });
+    this.#storageProbe = new StorageProbe({ dir: config.node.dataDir });
+    metrics.setSources(metricSources({
+      nodeId: config.node.id,
+      inbox: this.inbox,
+      outbox: this.outbox,
+      driver: () => this.#consensus?.driver ?? null,
+      listeners: () => this.runner.listeners(),
+      ready: () => this.readiness().every((c) => c.ok),
+    }));
+    this.metricsEndpoint = new MetricsEndpoint({
+      metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }),
+      readiness: () => this.readiness(),
+    }, log.child("metrics"));
     const membership = this.#membershipView();
     const port = this.#consensusPort = this.#port();
     const leaders: LeaderClients = (service, nodeId) => this.#clientOf(service, nodeId);
@@ -179,10 +202,7 @@ export class Agent {
         monitoringService({
           port,
           nodes: leaders,
-          metrics: async () => ({
-            text: await metrics.text(),
-            contentType: metrics.registry.contentType,
-          }),
+          metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }),
         }),
       );
   }
@@ -198,7 +218,16 @@ export class Agent {
       resolved,
       options.onFatal,
     );
-    await agent.runner.start();
+    // First: a port in use stops the start before anything else runs, and
+    // /readyz says what is missing while the rest comes up.
+    agent.metricsEndpoint.start(config.metrics);
+    agent.#storageProbe.start();
+    try {
+      await agent.runner.start();
+    } catch (e) {
+      await agent.#stopMonitoring();
+      throw e;
+    }
     try {
       agent.#consensus = Consensus.open({
         config,
@@ -207,9 +236,11 @@ export class Agent {
         logger: log.child("raft"),
         onMembership: (members) => agent.#onMembership(members),
         onFailure: (error) => agent.#onFatal?.(error),
+        observer: agent.metrics.raft,
       });
     } catch (e) {
       await agent.runner.stop();
+      await agent.#stopMonitoring();
       throw e;
     }
     try {
@@ -225,6 +256,7 @@ export class Agent {
     } catch (e) {
       agent.#consensus.close();
       await agent.runner.stop();
+      await agent.#stopMonitoring();
       throw e;
     }
     agent.#vms.start();
@@ -243,16 +275,44 @@ export class Agent {
     return this.#consensus!;
   }
 
-  /** Moves the running node to `next` (see {@link DualRunner.reload}). */
-  async reload(next: AgentConfig): Promise<ReloadResult> {
+  /**
+   * Moves the running node to `next` (see {@link DualRunner.reload}), and the
+   * metrics endpoint with it: a new address is bound first, and a reload
+   * whose address cannot be bound is refused. One reload at a time.
+   */
+  reload(next: AgentConfig): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  async #reload(next: AgentConfig): Promise<ReloadResult> {
     this.#resolved = await resolvePeerNames(next, this.#log);
-    const result = await this.runner.reload(next);
-    if (result.ok) {
-      // Raft follows the new transports and peers from the next message on.
-      this.outbox.rerouteAll();
-      this.#announce();
+    let metrics;
+    try {
+      metrics = await this.metricsEndpoint.prepare(next.metrics);
+    } catch (e) {
+      const error = `cannot move the metrics endpoint: ${e instanceof Error ? e.message : e}`;
+      this.runner.refuseReload(error);
+      return { ok: false, error };
     }
-    return result;
+    const result = await this.runner.reload(next);
+    if (!result.ok) {
+      await metrics.abort();
+      return result;
+    }
+    await metrics.commit();
+    // Raft follows the new transports and peers from the next message on.
+    this.outbox.rerouteAll();
+    this.#announce();
+    if (metrics.change === null) return result;
+    return {
+      ok: true,
+      changes: [...result.changes, metrics.change],
+      summary: result.summary === "nothing moved"
+        ? metrics.change
+        : `${result.summary}; ${metrics.change}`,
+    };
   }
 
   /** Counts and logs a reload that did not happen (an invalid file). */
@@ -288,6 +348,7 @@ export class Agent {
     await this.#vms?.close(this.config.limits.shutdownTimeoutMs);
     this.outbox.close();
     this.#consensus?.close();
+    await this.#stopMonitoring();
     return result;
   }
 
@@ -321,6 +382,40 @@ export class Agent {
     } catch (e) {
       this.#log.warn("could not hand leadership over before stopping", { to, error: e });
     }
+  }
+
+  /**
+   * `/readyz`'s checks, now: the listeners of the mode serve, this node is a
+   * member of a cluster, it knows a leader, and its storage takes writes.
+   */
+  readiness(): ReturnType<typeof readinessChecks> {
+    const c = this.#consensus;
+    let status: ReturnType<RaftDriver["status"]> | null = null;
+    try {
+      status = c?.driver.status() ?? null;
+    } catch {
+      // Storage closed (stopped) or failed: the driver's own flag says which.
+    }
+    const failed = c?.driver.failed ?? null;
+    return readinessChecks({
+      stopping: this.#stopping,
+      listeners: { want: transportsOf(this.config.transport.mode), up: this.runner.listeners() },
+      consensus: c && (status || failed)
+        ? {
+          id: this.config.node.id,
+          leader: c.leader,
+          voters: status?.voters ?? [],
+          learners: status?.learners ?? [],
+          failed,
+        }
+        : null,
+      storage: this.#storageProbe.result(),
+    });
+  }
+
+  async #stopMonitoring(): Promise<void> {
+    await this.#storageProbe.stop();
+    await this.metricsEndpoint.close();
   }
 
   /** A typed client of node `nodeId`'s services; null when no address of it is known. */
@@ -458,7 +553,7 @@ export class Agent {
     return {
       nodeId: this.config.node.id,
       leader: () => this.#consensus?.leader ?? 0,
-      propose: (command) => driver().propose(command),
+      propose: (command) => this.metrics.raft.timeProposal(() => driver().propose(command)),
       read: (fn) => driver().read(fn),
       changeMembership: (change) => driver().changeMembership(change),
       transferLeadership: (to) => driver().transferLeadership(to),

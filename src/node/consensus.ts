@@ -4,16 +4,18 @@
  * sending through the outbox, and the read models the rest of the node uses
  * (who leads, who is a member, how far the log is).
  *
- * Owns: {@link Consensus}. Imports config types, the driver and scheduler
- * (`src/consensus/`), the core's types and bootstrap (`src/raft/`), the
- * SQLite log (`src/storage/`), the state machine, the inbox, the outbox and
- * the generated Status messages.
+ * Owns: {@link Consensus}, {@link ConsensusObserver}. Imports config types,
+ * the Raft message type, the driver and scheduler (`src/consensus/`), the
+ * core's types and bootstrap (`src/raft/`), the SQLite log
+ * (`src/storage/`), the state machine, the inbox, the outbox and the
+ * generated Status messages.
  *
  * @module
  */
 
 import { join } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { RaftMessage } from "../codec/raft.ts";
 import type { AgentConfig } from "../config/mod.ts";
 import { RaftDriver } from "../consensus/driver.ts";
 import { realScheduler, type Scheduler } from "../consensus/scheduler.ts";
@@ -40,6 +42,21 @@ export interface ConsensusOptions {
   readonly onFailure?: (error: Error) => void;
   readonly scheduler?: Scheduler;
   readonly random?: RandomSource;
+  /** Told what consensus does, for metrics. */
+  readonly observer?: ConsensusObserver;
+}
+
+/**
+ * What consensus reports as it runs: the leader it knows, and every message
+ * as the driver hands it to the outbox or takes it from the inbox (so a
+ * round trip measured between the two is consensus's own view, both queues
+ * included). Called on the hot path: implementations must be cheap.
+ */
+export interface ConsensusObserver {
+  /** The leader this node knows changed (0: none). */
+  leaderKnown(leader: number): void;
+  sent(message: RaftMessage): void;
+  received(message: RaftMessage): void;
 }
 
 const ROLES: Record<Role, RaftRole> = {
@@ -97,7 +114,14 @@ export class Consensus {
       storage,
       scheduler,
       random: o.random ?? seededRandom(crypto.getRandomValues(new Uint32Array(1))[0]!),
-      transport: { send: (m) => o.outbox.send(m) },
+      transport: {
+        send: o.observer
+          ? (m) => {
+            o.observer!.sent(m);
+            o.outbox.send(m);
+          }
+          : (m) => o.outbox.send(m),
+      },
       tickMs: config.raft.tickMs,
       core: {
         electionTicks: config.raft.electionTicks,
@@ -119,9 +143,10 @@ export class Consensus {
         log.error("consensus stopped: storage failed", { error });
         o.onFailure?.(error);
       },
+      ...(o.observer ? { onSoftState: (soft) => o.observer!.leaderKnown(soft.leader) } : {}),
     });
     consensus = new Consensus(id, driver, storage, log);
-    o.inbox.onReady = () => consensus!.#drain(o.inbox);
+    o.inbox.onReady = () => consensus!.#drain(o.inbox, o.observer);
     driver.start();
     consensus.#campaignIfAlone();
     return consensus;
@@ -135,13 +160,14 @@ export class Consensus {
     }
   }
 
-  #drain(inbox: RaftInbox): void {
+  #drain(inbox: RaftInbox, observer: ConsensusObserver | undefined): void {
     if (this.#closed) return;
     for (let d = inbox.take(); d; d = inbox.take()) {
       if (d.message.to !== this.#id) {
         this.misaddressed++;
         continue;
       }
+      observer?.received(d.message);
       this.driver.receive(d.message);
     }
   }

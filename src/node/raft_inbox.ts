@@ -169,6 +169,11 @@ export class RaftInbox implements RaftIngress {
     return n;
   }
 
+  /** Messages waiting, by class (index = priority). */
+  depths(): number[] {
+    return this.#queues.map((q) => q.items.length - q.head);
+  }
+
   /** Bytes waiting, over every class: each message at its encoded size bound. */
   get bytes(): number {
     let n = 0;

@@ -6,8 +6,8 @@
  * graceful drain. And the deadline a client puts on a call.
  *
  * Owns: {@link ServerCalls}, {@link ConnectionCalls}, {@link ServerCall},
- * {@link runCall}, {@link CallSink}, {@link Clock}, {@link serverDeadlineMs},
- * {@link clientDeadlineMs}. Imports this folder's errors, limits, router
+ * {@link runCall}, {@link CallSink}, {@link Clock}, {@link CallObserver},
+ * {@link serverDeadlineMs}, {@link clientDeadlineMs}. Imports this folder's errors, limits, router
  * and services' types, `abort.ts`, and `util/log.ts`; nothing of the
  * transports, which hand it a method, a peer and the caller's deadline and
  * get back a call to run or the status to refuse it with.
@@ -94,12 +94,22 @@ export interface CallStats {
   callsRefused: number;
 }
 
+/**
+ * Told how each call ended, for metrics: answered (OK or an error), cancelled
+ * by its caller (CANCELLED), or refused before a handler ran (`seconds`
+ * null; `method` null when the request named no method this server has).
+ */
+export interface CallObserver {
+  ended(method: MethodInfo | null, code: Code, seconds: number | null): void;
+}
+
 /** Options of {@link ServerCalls}. */
 export interface ServerCallsOptions {
   /** Where the counters go (the server's own stats object). */
   readonly stats: CallStats;
   readonly log: Logger;
   readonly clock?: Clock;
+  readonly observer?: CallObserver;
 }
 
 /** How long a drain waits, after giving up on calls, for their UNAVAILABLE answers to leave. */
@@ -127,6 +137,7 @@ export class ServerCalls {
   readonly #stats: CallStats;
   readonly #log: Logger;
   readonly #clock: Clock;
+  readonly #observer: CallObserver | undefined;
   readonly #warnings = new RateLimiter(60_000);
   readonly #active = new Set<ServerCall>();
   #idleWaiters: (() => void)[] = [];
@@ -137,6 +148,7 @@ export class ServerCalls {
     this.#stats = options.stats;
     this.#log = options.log;
     this.#clock = options.clock ?? systemClock;
+    this.#observer = options.observer;
   }
 
   /** Calls admitted and not yet released, over all connections. */
@@ -159,18 +171,22 @@ export class ServerCalls {
     return new ConnectionCalls(this, limits);
   }
 
-  /** Counts a call refused before any handler ran, and returns its error to answer with. */
-  refuse(error: RpcError): RpcError {
+  /**
+   * Counts a call refused before any handler ran (of `method`, when the
+   * request named one this server has), and returns its error to answer with.
+   */
+  refuse(error: RpcError, method: MethodInfo | null = null): RpcError {
     this.#stats.callsRefused++;
     this.#stats.callsFailed++;
+    this.#observer?.ended(method, error.code as Code, null);
     return error;
   }
 
   /** UNAVAILABLE, counted, while draining; else null. */
-  refusal(): RpcError | null {
+  refusal(method: MethodInfo | null = null): RpcError | null {
     return this.#drainReason === null
       ? null
-      : this.refuse(new RpcError(Code.UNAVAILABLE, this.#drainReason));
+      : this.refuse(new RpcError(Code.UNAVAILABLE, this.#drainReason), method);
   }
 
   /**
@@ -220,6 +236,11 @@ export class ServerCalls {
       ...fields,
       ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
     });
+  }
+
+  /** @internal Reports how an admitted call ended. */
+  ended(call: ServerCall, code: Code, seconds: number): void {
+    this.#observer?.ended(call.info, code, seconds);
   }
 
   /** @internal Counts a failed call and logs a handler's own failure, at most once a minute per method. */
@@ -283,7 +304,7 @@ export class ConnectionCalls {
    * `maxInflightRequests`.
    */
   admit(info: MethodInfo, peer: PeerInfo, callerDeadlineMs: number | null): ServerCall | RpcError {
-    const draining = this.#server.refusal();
+    const draining = this.#server.refusal(info);
     if (draining) return draining;
     const max = this.limits.maxInflightRequests;
     if (this.#calls.size >= max) {
@@ -292,6 +313,7 @@ export class ConnectionCalls {
           Code.RESOURCE_EXHAUSTED,
           `too many calls in flight on this connection (max_inflight_requests ${max})`,
         ),
+        info,
       );
     }
     const call = new ServerCall(
@@ -324,6 +346,12 @@ export class ServerCall {
   readonly #cancelTimer: (() => void) | undefined;
   #settled = false;
   #released = false;
+  /**
+   * When it was admitted, `performance.now()` ms: durations are for metrics
+   * and need sub-millisecond resolution, which the injected clock (wall
+   * clock ms, for deadlines) does not give.
+   */
+  readonly #admittedAt = performance.now();
   /** The called method. */
   readonly info: MethodInfo;
   /** What the handler sees. */
@@ -372,7 +400,7 @@ export class ServerCall {
 
   /** @internal The handler succeeded. */
   succeed(): void {
-    this.#settle();
+    this.#settle(Code.OK);
   }
 
   /**
@@ -381,8 +409,8 @@ export class ServerCall {
    * caller cancelled (it is gone, nothing is answered).
    */
   fail(cause: unknown): RpcError | null {
-    this.#settle();
     const error = toRpcError(cause);
+    this.#settle(error.code as Code);
     if (error.code === Code.CANCELLED) return null;
     this.#connection.server.failed(this, error, cause);
     return error;
@@ -396,7 +424,11 @@ export class ServerCall {
     this.#connection.released(this);
   }
 
-  #settle(): void {
+  /** Marks the outcome handed over (reported once, with `code`); stops the deadline timer. */
+  #settle(code?: Code): void {
+    if (!this.#settled && code !== undefined) {
+      this.#connection.server.ended(this, code, (performance.now() - this.#admittedAt) / 1000);
+    }
     this.#settled = true;
     this.#cancelTimer?.();
   }

@@ -16,7 +16,7 @@
  */
 
 import { type CallTransport, createClient } from "../rpc/client.ts";
-import { Code, isTransportFailure, RpcError } from "../rpc/errors.ts";
+import { Code, isTransportFailure, RpcError, toRpcError } from "../rpc/errors.ts";
 import { Transport } from "../rpc/gen/blixard/v1/common_pb.ts";
 import { serviceNameOf } from "../names.ts";
 import { type CallOptions, type MethodInfo, Status } from "../rpc/services.ts";
@@ -63,6 +63,17 @@ export interface DualClientOptions {
   readonly transports: TransportClients;
   /** Told of every retry (for the fallback metric). */
   readonly onRetry?: (service: RoutedService, from: TransportName, to: TransportName) => void;
+  /**
+   * Told how each attempt of a call ended (for metrics): over which
+   * transport, with which status code, after how long (for a stream: its
+   * whole life).
+   */
+  readonly onCall?: (
+    method: MethodInfo,
+    transport: TransportName,
+    code: Code,
+    seconds: number,
+  ) => void;
 }
 
 /** Calls to peers over the transports the rules choose. */
@@ -99,6 +110,14 @@ export class DualClient {
   /** @internal */
   countCall(transport: TransportName): void {
     this.stats.calls.set(transport, (this.stats.calls.get(transport) ?? 0) + 1);
+  }
+
+  /** @internal Reports an attempt that began at `startedAt` (`performance.now()`) and ended with `error` (none: OK). */
+  ended(method: MethodInfo, transport: TransportName, startedAt: number, error?: unknown): void {
+    const onCall = this.#options.onCall;
+    if (!onCall) return;
+    const code = error === undefined ? Code.OK : toRpcError(error).code as Code;
+    onCall(method, transport, code, (performance.now() - startedAt) / 1000);
   }
 
   /** @internal */
@@ -155,6 +174,12 @@ export class DualPeer implements CallTransport {
     let transport = this.#choose(service);
     for (let attempt = 0;; attempt++) {
       let yielded = false;
+      const startedAt = performance.now();
+      let reported = false;
+      const report = (error?: unknown) => {
+        reported = true;
+        this.#client.ended(method, transport, startedAt, error);
+      };
       try {
         this.#client.countCall(transport);
         const opts = attempt > 0 ? { ...options, waitForReady: true } : options;
@@ -162,12 +187,19 @@ export class DualPeer implements CallTransport {
           yielded = true;
           yield item;
         }
+        report();
         return;
       } catch (e) {
+        report(e);
         // Once items were delivered the stream cannot be replayed elsewhere.
         const next = yielded || attempt > 0 ? null : await this.#retryAfter(service, transport, e);
         if (next === null) throw e;
         transport = next;
+      } finally {
+        // The consumer stopped reading: the stream was cancelled on its side.
+        if (!reported) {
+          report(new RpcError(Code.CANCELLED, `${method.label}: stopped by the caller`));
+        }
       }
     }
   }
@@ -235,14 +267,30 @@ export class DualPeer implements CallTransport {
     const service = serviceOf(method);
     const transport = this.#choose(service);
     try {
-      this.#client.countCall(transport);
-      return await call(this.#channel(transport), false);
+      return await this.#attempt(method, transport, () => call(this.#channel(transport), false));
     } catch (e) {
       const next = await this.#retryAfter(service, transport, e);
       if (next === null) throw e;
-      this.#client.countCall(next);
       // The last transport left: wait for its connection rather than fail fast.
-      return await call(this.#channel(next), true);
+      return await this.#attempt(method, next, () => call(this.#channel(next), true));
+    }
+  }
+
+  /** One attempt over `transport`, counted and reported. */
+  async #attempt<T>(
+    method: MethodInfo,
+    transport: TransportName,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    this.#client.countCall(transport);
+    const startedAt = performance.now();
+    try {
+      const result = await run();
+      this.#client.ended(method, transport, startedAt);
+      return result;
+    } catch (e) {
+      this.#client.ended(method, transport, startedAt, e);
+      throw e;
     }
   }
 

@@ -181,6 +181,11 @@ export class PeerOutbox {
     return n;
   }
 
+  /** Messages waiting to be sent, by class (index = priority). */
+  depths(): number[] {
+    return this.#queues.map((q) => q.items.length - q.head);
+  }
+
   /** Bytes waiting to be sent, over every class. */
   get queuedBytes(): number {
     let n = 0;
@@ -304,6 +309,15 @@ export class RaftOutbox {
       this.#peers.set(peerId, outbox);
     }
     return outbox;
+  }
+
+  /** Messages waiting to be sent over every peer, by class (index = priority). */
+  depths(): number[] {
+    const total = [0, 0, 0, 0];
+    for (const outbox of this.#peers.values()) {
+      outbox.depths().forEach((n, i) => total[i]! += n);
+    }
+    return total;
   }
 
   /** Asks `routeFor` again for every peer: after a reload, or a membership change. */

@@ -4,9 +4,11 @@
  * in flight.
  *
  * Owns: {@link DualRunner}. Imports config types, `rpc/` (router, limits,
- * the Raft ingress contract), both transports, and this folder's plan,
- * routing and dual client. Knows nothing of the services it serves: the
- * node module (src/node/) builds the router and hands it over.
+ * the Raft ingress contract), both transports, the metrics (each listener,
+ * endpoint and generation of peer clients is tracked there from its start
+ * until it stops), and this folder's plan, routing and dual client. Knows
+ * nothing of the services it serves: the node module (src/node/) builds the
+ * router and hands it over.
  *
  * Listeners: mode `grpc` runs the gRPC listener only, `iroh` the Iroh
  * endpoint only, `dual` both; every service the router has is served on
@@ -21,7 +23,13 @@
 import { type AgentConfig, raftTransport } from "../config/mod.ts";
 import { createClient } from "../rpc/client.ts";
 import { Health } from "../rpc/services.ts";
-import type { AgentMetrics } from "../metrics/registry.ts";
+import {
+  type AgentMetrics,
+  grpcServerReading,
+  irohEndpointReading,
+  irohServerReading,
+  peerClientsReading,
+} from "../metrics/registry.ts";
 import type { RaftMessage } from "../codec/raft.ts";
 import type { CallTransport } from "../rpc/client.ts";
 import type { RpcLimits } from "../rpc/limits.ts";
@@ -30,6 +38,7 @@ import type { RpcRouter } from "../rpc/router.ts";
 import { GrpcRpcClient } from "../transport/grpc/client.ts";
 import { GrpcRpcServer } from "../transport/grpc/server.ts";
 import { createEndpoint, type IrohEndpoint } from "../transport/iroh/endpoint.ts";
+import type { IrohConnection } from "../transport/iroh/connection.ts";
 import { IrohRpcClient } from "../transport/iroh/rpc_client.ts";
 import { IrohRpcServer } from "../transport/iroh/rpc_server.ts";
 import { loadOrCreateSecretKey } from "../transport/iroh/secret_key.ts";
@@ -95,12 +104,23 @@ interface IrohListener {
   readonly endpoint: IrohEndpoint;
   readonly server: IrohRpcServer;
   readonly settings: IrohEndpointSettings;
+  /** Stops reading its counters into the metrics, keeping what they counted. */
+  readonly untrack: () => void;
 }
 
 interface GrpcListener {
   readonly server: GrpcRpcServer;
   /** `host:port` actually bound. */
   readonly address: string;
+  readonly untrack: () => void;
+}
+
+/** The clients this node calls its peers with; replaced on reload. */
+interface PeerClients {
+  readonly dual: DualClient;
+  readonly iroh: IrohRpcClient | null;
+  readonly grpc: GrpcRpcClient;
+  readonly untrack: () => void;
 }
 
 /**
@@ -118,7 +138,7 @@ export class DualRunner {
   #grpc: GrpcListener | null = null;
   #stopping = false;
   #reloading: Promise<ReloadResult> | null = null;
-  #peerClient: { dual: DualClient; iroh: IrohRpcClient | null; grpc: GrpcRpcClient } | null = null;
+  #peerClient: PeerClients | null = null;
 
   constructor(config: AgentConfig, options: RunnerOptions) {
     this.#config = config;
@@ -284,7 +304,7 @@ export class DualRunner {
         const g = this.#grpc!;
         stoppedForRestart(g);
         this.#grpc = null;
-        await g.server.shutdown(this.#config.limits.shutdownTimeoutMs);
+        await this.#stopGrpc(g, this.#config.limits.shutdownTimeoutMs);
         changes.push(`grpc listener on ${g.address} stopped to apply new settings`);
         return;
       }
@@ -318,7 +338,7 @@ export class DualRunner {
     stoppedForRestart: GrpcListener | null,
     old: AgentConfig,
   ): Promise<void> {
-    if (done.grpc) await done.grpc.server.shutdown(0);
+    if (done.grpc) await this.#stopGrpc(done.grpc, 0);
     if (done.iroh) await this.#closeIroh(done.iroh, 0);
     if (resumed) await this.#parked!.server.shutdown(0);
     if (stoppedForRestart) {
@@ -341,7 +361,7 @@ export class DualRunner {
     switch (step.kind) {
       case "stop-grpc": {
         if (!oldGrpc) return;
-        await oldGrpc.server.shutdown(timeoutMs);
+        await this.#stopGrpc(oldGrpc, timeoutMs);
         changes.push(`grpc listener on ${oldGrpc.address} stopped`);
         return;
       }
@@ -393,11 +413,23 @@ export class DualRunner {
           : {}),
       });
       const endpoint = this.#iroh?.endpoint;
+      const metrics = this.#o.metrics;
       const iroh = endpoint
-        ? new IrohRpcClient({ endpoint, limits: limitsOf(config), failFastWhileDown: true })
+        ? new IrohRpcClient({
+          endpoint,
+          limits: limitsOf(config),
+          failFastWhileDown: true,
+          onConnected: (ms) => metrics.connected("iroh", ms / 1000),
+        })
         : null;
       const dual = new DualClient(this.#peerOptions(iroh, grpc));
-      this.#peerClient = { dual, iroh, grpc };
+      const untrack = metrics.transports.track(() =>
+        peerClientsReading({
+          iroh: iroh && { stats: iroh.stats, paths: () => pathsOf(iroh.connections()) },
+          grpc,
+        })
+      );
+      this.#peerClient = { dual, iroh, grpc, untrack };
     }
     return this.#peerClient.dual;
   }
@@ -449,6 +481,8 @@ export class DualRunner {
         ...(callable.includes("grpc") ? { grpc: (p: PeerAddress) => grpc.peer(p.grpc!) } : {}),
       },
       onRetry: (service, from, to) => this.#o.metrics.rpcFallbacks.inc({ service, from, to }),
+      onCall: (method, transport, code, seconds) =>
+        this.#o.metrics.clientCall(method, transport, code, seconds),
     };
   }
 
@@ -461,6 +495,7 @@ export class DualRunner {
     this.#peerClient = null;
     if (!old) return;
     const timer = setTimeout(() => {
+      old.untrack();
       old.iroh?.close();
       old.grpc.close();
     }, graceMs);
@@ -472,6 +507,7 @@ export class DualRunner {
     this.#stopping = true;
     await this.#reloading?.catch(() => {});
     if (this.#peerClient) {
+      this.#peerClient.untrack();
       this.#peerClient.iroh?.close();
       this.#peerClient.grpc.close();
       this.#peerClient = null;
@@ -481,7 +517,7 @@ export class DualRunner {
 
   async #stopListeners(timeoutMs: number): Promise<{ abandoned: number }> {
     const [g, i] = await Promise.all([
-      this.#grpc?.server.shutdown(timeoutMs) ?? { abandoned: 0 },
+      this.#grpc ? this.#stopGrpc(this.#grpc, timeoutMs) : { abandoned: 0 },
       this.#iroh ? this.#closeIroh(this.#iroh, timeoutMs) : { abandoned: 0 },
       this.#parked ? this.#closeIroh(this.#parked, 0) : { abandoned: 0 },
     ]);
@@ -510,10 +546,21 @@ export class DualRunner {
       limits: limitsOf(config),
       logger: this.#log.child("grpc"),
       ...(ingress ? { raftIngress: ingress } : {}),
+      callObserver: this.#o.metrics.serverCalls("grpc"),
     });
     const { port } = await server.start();
     const host = config.grpc.bind.slice(0, config.grpc.bind.lastIndexOf(":"));
-    return { server, address: `${host}:${port}` };
+    const untrack = this.#o.metrics.transports.track(() => grpcServerReading(server));
+    return { server, address: `${host}:${port}`, untrack };
+  }
+
+  /** Stops a gRPC listener (its calls get `timeoutMs`) and keeps what it counted. */
+  async #stopGrpc(listener: GrpcListener, timeoutMs: number): Promise<{ abandoned: number }> {
+    try {
+      return await listener.server.shutdown(timeoutMs);
+    } finally {
+      listener.untrack();
+    }
   }
 
   async #startIroh(config: AgentConfig): Promise<IrohListener> {
@@ -534,13 +581,34 @@ export class DualRunner {
       logger: this.#log.child("iroh"),
       limits: limitsOf(config),
       ...(ingress ? { raftIngress: ingress } : {}),
+      callObserver: this.#o.metrics.serverCalls("iroh"),
     });
     server.start();
-    return { endpoint, server, settings: irohEndpointSettingsOf(config) };
+    const untrackServer = this.#o.metrics.transports.track(() =>
+      irohServerReading({
+        stats: server.stats,
+        inflightCount: server.inflightCount,
+        paths: () => pathsOf(server.connections()),
+      })
+    );
+    const untrackEndpoint = this.#o.metrics.transports.track(() =>
+      irohEndpointReading(endpoint.raw.stats())
+    );
+    return {
+      endpoint,
+      server,
+      settings: irohEndpointSettingsOf(config),
+      untrack: () => {
+        untrackServer();
+        untrackEndpoint();
+      },
+    };
   }
 
   async #closeIroh(listener: IrohListener, timeoutMs: number): Promise<{ abandoned: number }> {
     const result = await listener.server.shutdown(timeoutMs);
+    // Read while the endpoint is open: the binding's counters go with it.
+    listener.untrack();
     await listener.endpoint.close();
     return result;
   }
@@ -572,6 +640,11 @@ function raftLink(
       await health.ping({ payload: new Uint8Array(bytes) }, { deadlineMs: 5_000 });
     },
   };
+}
+
+/** The path each connection uses now. */
+function pathsOf(connections: readonly IrohConnection[]): ("direct" | "relay" | "none")[] {
+  return connections.map((c) => c.selectedPath());
 }
 
 function short(id: string): string {

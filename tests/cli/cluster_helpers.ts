@@ -102,6 +102,9 @@ bind = "${n.addr}"
 bind = "${n.irohAddress}"
 relay = "disabled"
 
+[metrics]
+bind = "127.0.0.1:0"
+
 [cluster]
 operator_keys = ["${operatorId}"]
 bootstrap = ${bootstrap}

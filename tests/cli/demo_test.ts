@@ -21,7 +21,7 @@ async function alive(pid: number): Promise<boolean> {
 
 interface Summary {
   dir: string;
-  nodes: { id: number; pid: number; grpcAddress: string }[];
+  nodes: { id: number; pid: number; grpcAddress: string; metricsAddress: string }[];
   backend: string;
   fallbackReason: string | null;
   vm: { name: string; nodeId: number; state: string; pid: number | null; consoleLog: string };
@@ -69,6 +69,12 @@ async function demo(env: Record<string, string>, expect: (s: Summary, stderr: st
   assertEquals(status.code, 0, status.stderr);
   assertMatch(status.stdout, /^cluster: 3 members, leader node [123]/);
   assertMatch(status.stdout, new RegExp(`\\n {2}${summary.vm.nodeId} .* 1 running `));
+
+  for (const n of summary.nodes) {
+    const ready = await fetch(`http://${n.metricsAddress}/readyz`);
+    const why = await ready.text();
+    assertEquals(ready.status, 200, `node ${n.id}: ${why}`);
+  }
 
   const pids = [...summary.nodes.map((n) => n.pid), summary.vm.pid!];
   for (const pid of pids) assert(await alive(pid), `process ${pid} runs while the demo does`);

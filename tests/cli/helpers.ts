@@ -148,8 +148,12 @@ export function freeTcpPort(): number {
   return port;
 }
 
-/** The `[grpc]`, `[iroh]` and `[cluster]` of a node that listens on loopback only. */
+/**
+ * The `[grpc]`, `[iroh]`, `[metrics]` and `[cluster]` of a node that listens
+ * on loopback only (metrics on a port the system picks).
+ */
 export function loopbackSections(grpcPort: number, operatorId: string): string {
   return `[grpc]\nbind = "127.0.0.1:${grpcPort}"\n\n[iroh]\nbind = "127.0.0.1:0"\nrelay = "disabled"\n\n` +
+    `[metrics]\nbind = "127.0.0.1:0"\n\n` +
     `[cluster]\noperator_keys = ["${operatorId}"]\n`;
 }

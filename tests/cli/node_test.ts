@@ -25,6 +25,9 @@ mode = "iroh"
 bind = "127.0.0.1:0"
 relay = "disabled"
 
+[metrics]
+bind = "127.0.0.1:0"
+
 [cluster]
 operator_keys = ["${operatorId}"]
 `,
@@ -177,6 +180,7 @@ Deno.test({
         config,
         `[node]\nid = 1\ndata_dir = "${dir}/data"\n[transport]\nmode = "${mode}"\n${extra}` +
           `[grpc]\nbind = "127.0.0.1:${grpcPort}"\n[iroh]\nbind = "127.0.0.1:0"\nrelay = "disabled"\n` +
+          `[metrics]\nbind = "127.0.0.1:0"\n` +
           `[cluster]\noperator_keys = ["${operatorId}"]\n`,
       );
     const served = async () => {

@@ -24,7 +24,7 @@ import { RaftRole } from "../../src/rpc/gen/blixard/v1/status_pb.ts";
 import type { CallTransport } from "../../src/rpc/client.ts";
 import type { VmHandle } from "../../src/vm/backend.ts";
 import { listRecords } from "../../src/vm/supervisor.ts";
-import { type RunningNode, startNode } from "../cli/helpers.ts";
+import { freeTcpPort, type RunningNode, startNode } from "../cli/helpers.ts";
 import { freePorts, nodeHome } from "../runner/helpers.ts";
 
 /** How the cluster's nodes talk, and how the test's clients reach them. */
@@ -46,6 +46,18 @@ export interface ClusterSpec {
   readonly grpcTls?: { certFile: string; keyFile: string; caFile: string };
 }
 
+/** A node's ports. */
+export interface Ports {
+  readonly tcp: number;
+  readonly udp: number;
+  readonly metrics: number;
+}
+
+/** Free ports for a node: gRPC, Iroh, metrics. */
+async function nodePorts(): Promise<Ports> {
+  return { ...(await freePorts()), metrics: freeTcpPort() };
+}
+
 /** The `[vm]` body of test clusters unless a test gives its own. */
 export const TEST_VM_TABLE = 'backends = ["process"]\nvcpus = 8\nmemory_mib = 8192\n';
 
@@ -54,7 +66,8 @@ export interface TestNode {
   readonly id: number;
   readonly dataDir: string;
   readonly configFile: string;
-  readonly ports: { tcp: number; udp: number };
+  /** gRPC (tcp), Iroh (udp), and the HTTP metrics endpoint (metrics). */
+  readonly ports: Ports;
   readonly endpointId: string;
   process: RunningNode | null;
   /** Set by the first start: the ticket it printed. */
@@ -87,7 +100,7 @@ export class TestCluster implements AsyncDisposable {
     const c = new TestCluster(spec);
     const homes = [];
     for (let id = 1; id <= spec.size; id++) {
-      const ports = await freePorts();
+      const ports = await nodePorts();
       homes.push({ id, ports, ...(await nodeHome(ports.udp)) });
     }
     if (spec.mode !== "grpc") {
@@ -116,7 +129,7 @@ export class TestCluster implements AsyncDisposable {
 
   /** A node's config: its listeners, its peers, the cluster's Raft timing. */
   configText(
-    me: { id: number; dataDir: string; ports: { tcp: number; udp: number } },
+    me: { id: number; dataDir: string; ports: Ports },
     peers: readonly { id: number; endpointId: string; ports: { tcp: number; udp: number } }[],
     bootstrap: boolean,
   ): string {
@@ -141,6 +154,8 @@ ${
     }[iroh]
 bind = "127.0.0.1:${me.ports.udp}"
 relay = "disabled"
+[metrics]
+bind = "127.0.0.1:${me.ports.metrics}"
 [raft]
 tick_ms = ${s.tickMs ?? 20}
 snapshot_every_entries = ${s.snapshotEveryEntries ?? 10_000}
@@ -162,7 +177,7 @@ ${
   /** Adds a node that waits to be joined (`bootstrap = false`), listing the current nodes as peers, and starts it. */
   async addWaitingNode(): Promise<TestNode> {
     const id = this.nodes.length + 1;
-    const ports = await freePorts();
+    const ports = await nodePorts();
     const h = { id, ports, ...(await nodeHome(ports.udp)) };
     const configFile = `${h.dataDir}/agent.toml`;
     await Deno.writeTextFile(
@@ -176,7 +191,7 @@ ${
   }
 
   #node(
-    h: { id: number; dataDir: string; endpointId: string; ports: { tcp: number; udp: number } },
+    h: { id: number; dataDir: string; endpointId: string; ports: Ports },
     configFile: string,
   ): TestNode {
     const channel = this.#channel(h);

@@ -30,6 +30,7 @@ Deno.test("a file with only node.id gets every default, safe ones first", () => 
       snapshotEveryEntries: 100_000,
       keepEntries: 1_000,
     },
+    metrics: { enabled: true, bind: "127.0.0.1:9464" },
     vm: {
       backends: ["qemu"],
       accel: "auto",
@@ -60,6 +61,7 @@ Deno.test("the exported DEFAULTS are the ones a parsed file gets", () => {
   const { config } = valid(withNode(""));
   assertEquals(config.grpc.bind, DEFAULTS.grpcBind);
   assertEquals(config.iroh.bind, DEFAULTS.irohBind);
+  assertEquals(config.metrics.bind, DEFAULTS.metricsBind);
   assertEquals(config.limits.maxFrameBytes, DEFAULTS.maxFrameBytes);
   assertEquals(config.limits.requestDeadlineMs, DEFAULTS.requestDeadlineMs);
 });

@@ -302,30 +302,22 @@ Deno.test("whatever the text, parseConfig returns a result and never throws", ()
   }
 });
 
-Deno.test("keys whose feature is not built yet are refused, naming the key and what is missing", () => {
-  const issues = invalid(withNode(`
-[metrics]
-bind = "0.0.0.0:9464"
-enabled = false
-`));
+Deno.test("[metrics] takes any host:port, loopback or not, and refuses what is not one", () => {
+  const { config, warnings } = valid(
+    withNode('[metrics]\nbind = "0.0.0.0:9464"\nenabled = false\n'),
+  );
+  assertEquals(config.metrics, { enabled: false, bind: "0.0.0.0:9464" });
+  // Read-only endpoints: a non-loopback address needs no TLS and draws no warning.
+  assertEquals(warnings, []);
+  assertEquals(valid(withNode('[metrics]\nbind = "[::1]:0"\n')).config.metrics.bind, "[::1]:0");
+  const issues = invalid(withNode('[metrics]\nbind = "9464"\nenabled = "yes"\n'));
   assertEquals(issues.map((i) => [i.path, i.code]), [
-    ["metrics.bind", "not_supported"],
-    ["metrics.enabled", "not_supported"],
+    ["metrics.enabled", "wrong_type"],
+    ["metrics.bind", "invalid_value"],
   ]);
   assertEquals(
-    issues[0]!.message,
-    'config: metrics.bind = "0.0.0.0:9464": not supported yet: the agent serves no /metrics, /healthz or /readyz (the metrics endpoint is not built yet); remove the key',
-  );
-  // Whatever the value: the key itself is what is refused, once.
-  assertEquals(
-    invalid(withNode("[metrics]\nbind = 5\n")).map((i) => [i.path, i.code]),
-    [["metrics.bind", "not_supported"]],
-  );
-  // An empty table sets nothing, and the other errors of the file still come in the same pass.
-  assertEquals(valid(withNode("[metrics]\n")).warnings, []);
-  assertEquals(
-    invalid(withNode('[metrics]\nbind = "x"\n[transport]\nmode = "quic"\n')).map((i) => i.path),
-    ["transport.mode", "metrics.bind"],
+    issues[1]!.message,
+    'config: metrics.bind = "9464": expected "host:port" with port 0-65535 (IPv6 in brackets), e.g. "0.0.0.0:9464"',
   );
 });
 

@@ -54,6 +54,9 @@ max_concurrent_streams = 8
 request_deadline_ms = 5000
 max_request_deadline_ms = 60000
 shutdown_timeout_ms = 2500
+[metrics]
+enabled = false
+bind = "[::]:9500"
 [vm]
 backends = ["process", "qemu"]
 vcpus = 6

@@ -44,6 +44,8 @@ bind = "127.0.0.1:${me.ports.tcp}"
 [iroh]
 bind = "127.0.0.1:${me.ports.udp}"
 relay = "disabled"
+[metrics]
+bind = "127.0.0.1:0"
 [cluster]
 bootstrap = false
 [[cluster.peers]]

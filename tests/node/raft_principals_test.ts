@@ -70,6 +70,8 @@ mode = "iroh"
 [iroh]
 bind = "127.0.0.1:${ports.udp}"
 relay = "disabled"
+[metrics]
+bind = "127.0.0.1:0"
 [cluster]
 operator_keys = ["${endpointIdOf(operatorKey)}"]
 bootstrap = false
@@ -110,6 +112,8 @@ id = 1
 data_dir = "${home.dataDir}"
 [grpc]
 bind = "127.0.0.1:${ports.tcp}"
+[metrics]
+bind = "127.0.0.1:0"
 [cluster]
 bootstrap = false
 [[cluster.peers]]
@@ -161,6 +165,8 @@ bind = "127.0.0.1:${ports.tcp}"
 cert_file = "${pki.serverCertFile}"
 key_file = "${pki.serverKeyFile}"
 ca_file = "${pki.caFile}"
+[metrics]
+bind = "127.0.0.1:0"
 [cluster]
 bootstrap = false
 [[cluster.peers]]

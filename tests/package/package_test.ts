@@ -101,7 +101,7 @@ Deno.test("the package runs alone on a bare host: version, a node and its health
         await Deno.writeTextFile(
           config,
           `[node]\nid = 1\ndata_dir = "${host.dir}/data"\n\n[transport]\nmode = "grpc"\n\n` +
-            `[grpc]\nbind = "127.0.0.1:${port}"\n`,
+            `[grpc]\nbind = "127.0.0.1:${port}"\n\n[metrics]\nbind = "127.0.0.1:0"\n`,
         );
         const node = new Deno.Command(host.file, {
           args: ["node", "--config", config],

@@ -71,6 +71,9 @@ bind = "127.0.0.1:${s.grpcPort}"
 bind = "127.0.0.1:${s.irohPort}"
 relay = "disabled"
 
+[metrics]
+bind = "127.0.0.1:0"
+
 [cluster]
 operator_keys = ["${s.operatorId}"]
 bootstrap = ${s.bootstrap ?? true}

@@ -34,6 +34,8 @@ bind = "127.0.0.1:${self.ports.tcp}"
 [iroh]
 bind = "127.0.0.1:${self.ports.udp}"
 relay = "disabled"
+[metrics]
+bind = "127.0.0.1:0"
 [[cluster.peers]]
 id = ${other.id}
 endpoint_id = "${other.home.endpointId}"

@@ -438,6 +438,13 @@ export class GrpcRpcClient {
     return channel;
   }
 
+  /** Channels with a ready connection now. */
+  get connectedCount(): number {
+    let n = 0;
+    for (const c of this.#channels.values()) if (c.connected) n++;
+    return n;
+  }
+
   /** Closes every channel; their calls fail with UNAVAILABLE. */
   close(): void {
     this.#closed = true;

@@ -51,6 +51,7 @@ import { decodeRaftMessage, type RaftMessage } from "../../codec/raft.ts";
 import { type HostPort, isLoopback, parseHostPort } from "../../util/address.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
 import {
+  type CallObserver,
   type CallSink,
   type CallStats,
   type Clock,
@@ -97,6 +98,8 @@ export interface GrpcRpcServerOptions {
   readonly logger?: Logger;
   /** Time for call deadlines. Default: the system clock. */
   readonly clock?: Clock;
+  /** Told how each call ended (metrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /** Who called, as gRPC knows it. */
@@ -108,6 +111,8 @@ export interface GrpcPeerInfo extends PeerInfo {
 
 /** Counters of a server, for tests and metrics. */
 export interface GrpcServerStats extends CallStats {
+  /** TCP connections accepted. */
+  connectionsAccepted: number;
   /** RaftService.Send calls answered with an ack. */
   raftEnvelopes: number;
   /** Raft messages received and decoded. */
@@ -191,9 +196,12 @@ export class GrpcRpcServer {
   #listener: net.Server | null = null;
   /** Every TCP connection of the listener, so shutdown can close them. */
   readonly #sockets = new Set<net.Socket>();
+  /** TCP bytes of the connections already closed; open ones are read from their sockets. */
+  readonly #closedBytes = { in: 0, out: 0 };
   #state: "new" | "starting" | "serving" | "draining" | "stopped" = "new";
   #port = 0;
   readonly stats: GrpcServerStats = {
+    connectionsAccepted: 0,
     callsStarted: 0,
     callsFailed: 0,
     callsRefused: 0,
@@ -215,7 +223,12 @@ export class GrpcRpcServer {
     this.#log = options.logger ?? silentLogger;
     this.#raftIngress = options.raftIngress;
     this.#clock = options.clock ?? systemClock;
-    this.#calls = new ServerCalls({ stats: this.stats, log: this.#log, clock: this.#clock });
+    this.#calls = new ServerCalls({
+      stats: this.stats,
+      log: this.#log,
+      clock: this.#clock,
+      ...(options.callObserver ? { observer: options.callObserver } : {}),
+    });
     // Fails here, not at the first connection, if the bound is unusable.
     new OutboundBuffer(this.#limits.maxConnectionBufferBytes, { onOverflow() {} });
   }
@@ -228,6 +241,22 @@ export class GrpcRpcServer {
   /** Calls running now, over all connections. */
   get inflightCount(): number {
     return this.#calls.inflight;
+  }
+
+  /** TCP connections open now. */
+  get connectionCount(): number {
+    return this.#sockets.size;
+  }
+
+  /** TCP bytes received and sent on the listener's connections since it started. */
+  bytes(): { in: number; out: number } {
+    let received = this.#closedBytes.in;
+    let sent = this.#closedBytes.out;
+    for (const socket of this.#sockets) {
+      received += socket.bytesRead;
+      sent += socket.bytesWritten;
+    }
+    return { in: received, out: sent };
   }
 
   /** The port listened on, once started; 0 before. */
@@ -320,7 +349,11 @@ export class GrpcRpcServer {
     // A closed HTTP/2 stream's last frames reach its socket a moment later.
     await new Promise<void>((resolve) => this.#clock.after(HTTP2_WRITE_LAG_MS, resolve));
     await this.#socketsFlushed(FLUSH_MS);
-    for (const socket of this.#sockets) socket.destroy();
+    for (const socket of this.#sockets) {
+      socket.destroy();
+      this.#closedBytes.in += socket.bytesRead;
+      this.#closedBytes.out += socket.bytesWritten;
+    }
     this.#sockets.clear();
     server.forceShutdown();
     this.#state = "stopped";
@@ -356,6 +389,7 @@ export class GrpcRpcServer {
   /** Tracks a new TCP connection: its calls and its outbound bound. */
   #adopt(socket: net.Socket): void {
     this.#sockets.add(socket);
+    this.stats.connectionsAccepted++;
     const address = `${socket.remoteAddress}:${socket.remotePort}`;
     const connection = this.#newConnection(address, socket);
     this.#connections.set(address, connection);
@@ -377,7 +411,10 @@ export class GrpcRpcServer {
     });
     socket.once("close", () => {
       connection.cancelThrottle?.();
-      this.#sockets.delete(socket);
+      if (this.#sockets.delete(socket)) {
+        this.#closedBytes.in += socket.bytesRead;
+        this.#closedBytes.out += socket.bytesWritten;
+      }
       if (this.#connections.get(address) === connection) this.#connections.delete(address);
     });
   }
@@ -579,6 +616,7 @@ export class GrpcRpcServer {
           `this connection holds ${connection.outbound.bytes} bytes of answers its client has not read ` +
             `(over half of max_connection_buffer_bytes ${connection.outbound.maxBytes}); read them, then call again`,
         ),
+        info,
       ));
     }
     const callerDeadline = deadlineMsOf(call.getDeadline());

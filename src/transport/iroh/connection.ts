@@ -101,6 +101,21 @@ export class IrohConnection {
     return text === null ? null : parseCloseReason(text);
   }
 
+  /**
+   * The path QUIC uses now: `"direct"` (UDP to the peer's address),
+   * `"relay"`, or `"none"` while no path is selected (or the connection closed).
+   */
+  selectedPath(): "direct" | "relay" | "none" {
+    let paths;
+    try {
+      paths = this.raw.paths();
+    } catch {
+      return "none";
+    }
+    const selected = paths.find((p) => p.isSelected);
+    return selected === undefined ? "none" : selected.isRelay ? "relay" : "direct";
+  }
+
   /** Round-trip time of the selected path, in whole milliseconds, if known. */
   rttMs(): number | null {
     return this.raw.rtt();

@@ -85,6 +85,8 @@ export interface IrohRpcClientOptions {
    * would notice a killed peer only at its idle timeout.
    */
   readonly deadPeerTimeoutMs?: number;
+  /** Told of each connection established, with how long dialling and the handshake took, ms. */
+  readonly onConnected?: (ms: number) => void;
 }
 
 /** Counters of a client, for tests and metrics. */
@@ -118,7 +120,18 @@ export class IrohRpcClient {
       random: options.random ?? Math.random,
       keepaliveIntervalMs: options.keepaliveIntervalMs ?? 1_000,
       deadPeerTimeoutMs: options.deadPeerTimeoutMs ?? 5_000,
+      onConnected: options.onConnected,
     };
+  }
+
+  /** The connections open now, one per peer at most. */
+  connections(): IrohConnection[] {
+    const open: IrohConnection[] = [];
+    for (const c of this.#channels.values()) {
+      const conn = c.connection;
+      if (conn) open.push(conn);
+    }
+    return open;
   }
 
   /**
@@ -272,6 +285,7 @@ interface ChannelOptions {
   readonly random: () => number;
   readonly keepaliveIntervalMs: number;
   readonly deadPeerTimeoutMs: number;
+  readonly onConnected: ((ms: number) => void) | undefined;
 }
 
 /**
@@ -306,6 +320,11 @@ export class PeerChannel implements CallTransport {
   /** True while a connection is up. */
   get connected(): boolean {
     return this.#session !== null;
+  }
+
+  /** The connection while one is up. */
+  get connection(): IrohConnection | null {
+    return this.#session?.conn ?? null;
   }
 
   /** Calls waiting for an answer now. */
@@ -601,6 +620,7 @@ export class PeerChannel implements CallTransport {
 
   async #connect(): Promise<Session> {
     this.#stats.connectAttempts++;
+    const startedAt = performance.now();
     try {
       const conn = await this.#o.endpoint.connect(this.target, {
         timeoutMs: this.#o.connectTimeoutMs,
@@ -622,6 +642,7 @@ export class PeerChannel implements CallTransport {
         },
       );
       this.#session = session;
+      this.#o.onConnected?.(performance.now() - startedAt);
       this.#failures = 0;
       this.#retryAt = 0;
       conn.closed().then((info) => this.#lost(session, info));

@@ -39,6 +39,7 @@ import {
   SUPPORTED_VERSIONS,
 } from "../../codec/frame.ts";
 import {
+  type CallObserver,
   type CallStats,
   type Clock,
   type ConnectionCalls,
@@ -52,7 +53,7 @@ import { DEFAULT_RPC_LIMITS, type RpcLimits } from "../../rpc/limits.ts";
 import { OutboundBuffer } from "../../rpc/outbound.ts";
 import type { RaftIngress } from "../../rpc/raft_ingress.ts";
 import type { RpcRouter } from "../../rpc/router.ts";
-import type { PeerInfo } from "../../rpc/services.ts";
+import type { MethodInfo, PeerInfo } from "../../rpc/services.ts";
 import { type Logger, silentLogger } from "../../util/log.ts";
 import type { IrohBiStream, IrohConnection } from "./connection.ts";
 import { type EndpointAllowlist, type IrohEndpoint, isAllowed } from "./endpoint.ts";
@@ -102,6 +103,8 @@ export interface IrohRpcServerOptions {
   readonly idleTimeoutMs?: number;
   /** Time for call deadlines and the idle timeout. Default: the system clock. */
   readonly clock?: Clock;
+  /** Told how each call ended (metrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /** Counters of a server, for tests and metrics. */
@@ -170,7 +173,12 @@ export class IrohRpcServer {
       throw new RangeError(`idleTimeoutMs ${this.#idleTimeoutMs}: expected more than 0`);
     }
     this.#clock = options.clock ?? systemClock;
-    this.#calls = new ServerCalls({ stats: this.stats, log: this.#log, clock: this.#clock });
+    this.#calls = new ServerCalls({
+      stats: this.stats,
+      log: this.#log,
+      clock: this.#clock,
+      ...(options.callObserver ? { observer: options.callObserver } : {}),
+    });
   }
 
   /** The limits in force. */
@@ -186,6 +194,11 @@ export class IrohRpcServer {
   /** Connections open now. */
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /** The connections open now. */
+  connections(): IrohConnection[] {
+    return [...this.#connections].map((c) => c.connection);
   }
 
   /** Calls running now, over all connections. */
@@ -345,6 +358,11 @@ class ServerConnection {
   /** The peer's endpoint id. */
   get peerId(): string {
     return this.#peer.id;
+  }
+
+  /** The QUIC connection. */
+  get connection(): IrohConnection {
+    return this.#conn;
   }
 
   /** Bytes held for the peer now. */
@@ -521,7 +539,8 @@ class ServerConnection {
       }
     };
     const server = this.#c.calls.server;
-    const refuse = (error: RpcError) => reply(FrameType.Error, encodeStatus(server.refuse(error)));
+    const refuse = (error: RpcError, info: MethodInfo | null = null) =>
+      reply(FrameType.Error, encodeStatus(server.refuse(error, info)));
     if (this.#closing) {
       return refuse(
         new RpcError(Code.UNAVAILABLE, server.drainReason ?? "server is closing this connection"),
@@ -549,6 +568,7 @@ class ServerConnection {
           Code.INVALID_ARGUMENT,
           `${bound.info.label}: multi-frame requests are not supported`,
         ),
+        bound.info,
       );
     }
     const call = this.#c.calls.admit(
