@@ -121,7 +121,7 @@ Deno.test("CI runs the README's test line, and every task that runs tests or ben
   const lines = quickStart.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"));
   assertEquals(lines, [
     "npm install && npx deno task test",
-    "npm install && npx deno task bench:check",
+    "npm install && npx deno task demo",
   ]);
   const ci = await Deno.readTextFile(`${root}.ci/run`);
   assert(ci.includes(lines[0]!), ".ci/run does not run the README's test line");
