@@ -59,7 +59,10 @@ export async function procStat(pid: number): Promise<ProcStat | undefined> {
   try {
     return parseStat(await Deno.readTextFile(`/proc/${pid}/stat`));
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
+    // ESRCH: the process exited between opening its directory and reading the file.
+    if (e instanceof Deno.errors.NotFound || (e as { code?: string }).code === "ESRCH") {
+      return undefined;
+    }
     throw e;
   }
 }
