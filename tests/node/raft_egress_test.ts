@@ -5,7 +5,7 @@
  * outbox's bounds, with every message it could not send counted.
  */
 
-import { assert, assertEquals } from "../assert.ts";
+import { assert } from "../assert.ts";
 import { Priority } from "../../src/codec/frame.ts";
 import { type RaftMessage, RaftMessageKind } from "../../src/codec/raft.ts";
 import { configOrThrow, parseConfig } from "../../src/config/mod.ts";
