@@ -343,45 +343,16 @@ export class Agent {
   async stop(): Promise<{ abandoned: number }> {
     this.#stopping = true;
     clearTimeout(this.#announcing);
-    await this.#handOverLeadership();
+    const { raft, limits } = this.config;
+    await this.#consensus?.handOver(
+      Math.min(2 * raft.electionTicks * raft.tickMs, limits.shutdownTimeoutMs / 2),
+    );
     const result = await this.runner.stop();
     await this.#vms?.close(this.config.limits.shutdownTimeoutMs);
     this.outbox.close();
     this.#consensus?.close();
     await this.#stopMonitoring();
     return result;
-  }
-
-  /**
-   * If this node leads and another voter exists, transfers leadership to the
-   * voter with the longest log and waits until it leads: at most two election
-   * timeouts, and half the shutdown timeout. A failure is logged, never fatal.
-   */
-  async #handOverLeadership(): Promise<void> {
-    const c = this.#consensus;
-    if (!c || c.driver.failed || c.leader !== this.config.node.id) return;
-    const s = c.driver.status();
-    const to = s.peers.filter((p) => p.id !== s.id && s.voters.includes(p.id))
-      .sort((a, b) => b.match - a.match || a.id - b.id)[0]?.id;
-    if (to === undefined) return;
-    const { raft, limits } = this.config;
-    const waitMs = Math.min(2 * raft.electionTicks * raft.tickMs, limits.shutdownTimeoutMs / 2);
-    const started = Date.now();
-    try {
-      c.driver.transferLeadership(to);
-      while (c.leader === this.config.node.id || c.leader === 0) {
-        if (Date.now() - started > waitMs) {
-          throw new Error(`node ${to} did not take over in ${waitMs} ms`);
-        }
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      this.#log.info("handed leadership over before stopping", {
-        to: c.leader,
-        took_ms: Date.now() - started,
-      });
-    } catch (e) {
-      this.#log.warn("could not hand leadership over before stopping", { to, error: e });
-    }
   }
 
   /**

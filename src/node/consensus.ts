@@ -204,6 +204,36 @@ export class Consensus {
     };
   }
 
+  /**
+   * If this node leads and another voter exists, transfers leadership to the
+   * voter with the longest log and waits until it leads, at most `waitMs`
+   * (before a stop: clients then find a leader at once). A failure is
+   * logged, never fatal.
+   */
+  async handOver(waitMs: number): Promise<void> {
+    if (this.#closed || this.driver.failed || this.leader !== this.#id) return;
+    const s = this.driver.status();
+    const to = s.peers.filter((p) => p.id !== s.id && s.voters.includes(p.id))
+      .sort((a, b) => b.match - a.match || a.id - b.id)[0]?.id;
+    if (to === undefined) return;
+    const started = Date.now();
+    try {
+      this.driver.transferLeadership(to);
+      while (this.leader === this.#id || this.leader === 0) {
+        if (Date.now() - started > waitMs) {
+          throw new Error(`node ${to} did not take over in ${waitMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      this.#log.info("handed leadership over before stopping", {
+        to: this.leader,
+        took_ms: Date.now() - started,
+      });
+    } catch (e) {
+      this.#log.warn("could not hand leadership over before stopping", { to, error: e });
+    }
+  }
+
   /** Stops the driver and closes the log; nothing reads it after. */
   close(): void {
     this.#closed = true;
