@@ -200,14 +200,18 @@ function supervisorIdentity(handle: VmHandle): ProcessIdentity {
 }
 
 // $1: the VM directory, $2: the log file, then the command. Everything the
-// shell itself prints goes to the log too.
+// shell itself prints goes to the log too. The child records its own stat
+// line before it becomes the command (exec keeps the pid and start time): a
+// command that ends at once may be reaped before the supervisor could read it.
 const SUPERVISOR_SCRIPT = `exec </dev/null >>"$2" 2>&1
 dir=$1
 shift 2
-"$@" &
+(
+  read -r stat </proc/self/stat
+  printf '%s\\n' "$stat" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
+  exec "$@"
+) &
 child=$!
-read -r stat <"/proc/$child/stat"
-printf '%s\\n' "$stat" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
 wait "$child"
 status=$?
 printf '%s\\n' "$status" >"$dir/exit.tmp" && mv -f "$dir/exit.tmp" "$dir/exit"

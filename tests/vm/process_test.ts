@@ -36,6 +36,18 @@ Deno.test("a command's exit code is reported as a failure, with the last line it
   await b.close();
 });
 
+Deno.test("a command that ends at once is still started and reports its exit code, every time", async () => {
+  await using dir = await dataDir();
+  const b = new ProcessBackend({ dataDir: dir.path });
+  // Each start races the command's end against the supervisor noting its pid.
+  for (let i = 0; i < 40; i++) {
+    const h = await b.start(shellSpec(`quick${i}`, "exit 3"), { generation: 1 });
+    const seen = await ended(b, h);
+    assertEquals(seen.kind === "exited" && seen.exit, { code: 3 }, `start ${i}`);
+  }
+  await b.close();
+});
+
 Deno.test("a command that exits 0 on its own is stopped, not failed", async () => {
   await using dir = await dataDir();
   const b = new ProcessBackend({ dataDir: dir.path });
