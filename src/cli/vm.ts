@@ -50,7 +50,7 @@ import {
   DEFAULT_MEMORY_MIB,
   specOf,
 } from "./vm_args.ts";
-import { seconds, type VmGoal, waitForVm } from "./vm_wait.ts";
+import { resumableWatchError, seconds, type VmGoal, waitForVm } from "./vm_wait.ts";
 import {
   eventLine,
   nodeName,
@@ -570,8 +570,12 @@ async function watchCommand(r: Run): Promise<number> {
           }
         }
       } catch (e) {
-        // A node ends a watch at its longest deadline; the next call resumes where this one was.
-        if (!interrupted && e instanceof RpcError && e.code === Code.DEADLINE_EXCEEDED) {
+        // A node ends a watch at its longest deadline, or cannot serve it for a moment (no
+        // leader confirmed its read): the next call resumes where this one was.
+        if (!interrupted && resumableWatchError(e)) {
+          if ((e as RpcError).code === Code.UNAVAILABLE) {
+            console.error(`${r.name}: ${(e as RpcError).message}; watching again`);
+          }
           // Not faster than once a second, whatever the member's deadline.
           await pause(Math.max(0, 1_000 - (performance.now() - openedAt)));
           continue;

@@ -14,9 +14,15 @@
  * So for start and stop the watch is opened first, the change is made once
  * the watch has answered, and states count from the change on.
  *
+ * A watch the node cannot serve for a moment (UNAVAILABLE: no leader
+ * confirmed its read in time; DEADLINE_EXCEEDED: the node ended a long
+ * call) is opened again from the last revision seen, so a leader change
+ * during a boot does not lose the wait.
+ *
  * @module
  */
 
+import { Code, RpcError } from "../rpc/errors.ts";
 import type { Client } from "../rpc/services.ts";
 import {
   type Vm,
@@ -98,10 +104,7 @@ export async function waitForVm(o: WaitOptions): Promise<WaitOutcome> {
   }, o.timeoutMs);
   const interrupt = () => abort.abort();
   o.signal?.addEventListener("abort", interrupt);
-  const stream = o.client.watchEvents(
-    { name: o.name, includeExisting: true },
-    { signal: abort.signal },
-  )[Symbol.asyncIterator]();
+  const stream = vmEvents(o.client, o.name, abort.signal)[Symbol.asyncIterator]();
   let vm: Vm | undefined;
   let said = "";
   const elapsed = () => performance.now() - o.startedAt;
@@ -153,5 +156,44 @@ export async function waitForVm(o: WaitOptions): Promise<WaitOutcome> {
     o.signal?.removeEventListener("abort", interrupt);
     abort.abort();
     await stream.return?.(undefined).catch(() => {});
+  }
+}
+
+/** Whether a watch that failed with `e` may be opened again from where it was. */
+export function resumableWatchError(e: unknown): boolean {
+  return e instanceof RpcError &&
+    (e.code === Code.UNAVAILABLE || e.code === Code.DEADLINE_EXCEEDED);
+}
+
+/** The events of VM `name`, the existing state first, reopened after a resumable failure. */
+async function* vmEvents(
+  client: Client<typeof VmService>,
+  name: string,
+  signal: AbortSignal,
+): AsyncGenerator<VmEvent> {
+  let from = 0n;
+  for (;;) {
+    const openedAt = performance.now();
+    try {
+      const request = from > 0n ? { name, fromRevision: from } : { name, includeExisting: true };
+      for await (const event of client.watchEvents(request, { signal })) {
+        if (event.index > from) from = event.index;
+        yield event;
+      }
+      return;
+    } catch (e) {
+      if (signal.aborted || !resumableWatchError(e)) throw e;
+      // Not faster than twice a second, however fast the node refuses.
+      const waitMs = Math.max(100, 500 - (performance.now() - openedAt));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, waitMs);
+        signal.addEventListener("abort", done, { once: true });
+        function done() {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          resolve();
+        }
+      });
+    }
   }
 }

@@ -12,11 +12,13 @@ import { eventually } from "../wait.ts";
 import { Code, RpcError } from "../../src/rpc/errors.ts";
 import {
   type Vm,
+  VmDesiredState,
   type VmEvent,
   VmEventKind,
   VmSpecSchema,
   VmState,
 } from "../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import { waitForVm } from "../../src/cli/vm_wait.ts";
 import { createClient } from "../../src/rpc/client.ts";
 import { Vm as VmService } from "../../src/rpc/services.ts";
 import { createEndpoint } from "../../src/transport/iroh/endpoint.ts";
@@ -393,5 +395,40 @@ Deno.test({
       return h !== undefined && h.pid !== first && alive(h.pid);
     }, 20_000);
     await waitForState(c, 1, "svc", VmState.RUNNING);
+  },
+});
+
+Deno.test({
+  name:
+    "a wait for a start through a follower outlasts a frozen leader: the watch is opened again where it was, and the VM is seen running",
+  ...SANITIZE,
+  async fn() {
+    await using c = await TestCluster.start({ size: 3, mode: "grpc" });
+    const leader = await c.waitForVmCapacity();
+    const follower = c.nodes.find((n) => n.id !== leader)!.id;
+    const client = c.node(follower).clients.vm;
+    const spec = sleeper("patient", { nodeId: BigInt(follower) });
+    spec.desiredState = VmDesiredState.STOPPED;
+    await client.create({ spec });
+
+    // Frozen, the leader confirms no read: the follower's watch fails UNAVAILABLE until another
+    // leader is elected.
+    await c.signal(leader, "SIGSTOP");
+    try {
+      const lines: string[] = [];
+      const result = await waitForVm({
+        client,
+        name: "patient",
+        goal: "running",
+        change: () => client.start({ name: "patient" }, { deadlineMs: 10_000 }),
+        timeoutMs: 30_000,
+        startedAt: performance.now(),
+        progress: (line) => lines.push(line),
+      });
+      assertEquals(result.outcome, "reached", lines.join("\n"));
+      assertEquals(result.vm?.status?.state, VmState.RUNNING);
+    } finally {
+      await c.signal(leader, "SIGCONT");
+    }
   },
 });
