@@ -25,6 +25,8 @@ export interface Rule {
   /** What it records, or the alert's name. */
   readonly name: string;
   readonly expr: string;
+  /** An alert's `for:` as written (`1m`), "" when it has none. */
+  readonly for: string;
   readonly group: string;
   readonly annotations: ReadonlyMap<string, string>;
   readonly labels: ReadonlyMap<string, string>;
@@ -169,6 +171,7 @@ export function readRules(text: string): Rule[] {
       kind,
       name,
       expr,
+      for: fields.get("for") ?? "",
       group,
       annotations: maps.get("annotations") ?? new Map(),
       labels: maps.get("labels") ?? new Map(),
