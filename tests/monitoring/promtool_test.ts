@@ -3,12 +3,22 @@
  * rules, and the rules' unit tests pass; and those unit tests have teeth: with
  * every alert broken to never fire, each alert's "fires" group fails, and with
  * every alert broken to always fire, each alert's "stays quiet" group fails.
+ * And every query of the dashboard is PromQL promtool accepts.
  *
- * May import: tests/assert.ts, tests/monitoring/files.ts.
+ * May import: tests/assert.ts, tests/monitoring/.
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { readRules, RULES_FILE, RULES_TEST_FILE, SCRAPE_CONFIG, withExpr } from "./files.ts";
+import {
+  DASHBOARD,
+  dashboardQueries,
+  readRules,
+  RULES_FILE,
+  RULES_TEST_FILE,
+  SCRAPE_CONFIG,
+  withExpr,
+} from "./files.ts";
+import { withoutGrafanaVariables } from "./promql.ts";
 
 const dec = new TextDecoder();
 
@@ -52,6 +62,35 @@ Deno.test("promtool test rules passes every unit test of iroh_rules_test.yml", a
   const { code, output } = await promtool("test", "rules", RULES_TEST_FILE);
   assertEquals(code, 0, output);
   assert(/^\s*SUCCESS\s*$/m.test(output), output);
+});
+
+Deno.test("every query of the dashboard is PromQL that promtool accepts", async () => {
+  const queries = dashboardQueries(JSON.parse(await Deno.readTextFile(DASHBOARD)));
+  // promtool checks expressions in rule files: one recording rule per query (JSON is YAML).
+  const file = await Deno.makeTempFile({ prefix: "blixard-dashboard-", suffix: ".yml" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({
+        groups: [{
+          name: "dashboard",
+          rules: queries.map((q, i) => ({
+            record: `dashboard:query:${i}`,
+            expr: withoutGrafanaVariables(q.expr),
+          })),
+        }],
+      }),
+    );
+    const { code, output } = await promtool("check", "rules", file);
+    const named = output.replace(
+      /dashboard:query:(\d+)/g,
+      (all, i) => `${all} (${queries[Number(i)]!.where})`,
+    );
+    assertEquals(code, 0, named);
+    assert(output.includes(`SUCCESS: ${queries.length} rules found`), named);
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 /** The test groups of iroh_rules_test.yml, by name. */
