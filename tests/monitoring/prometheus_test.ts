@@ -16,25 +16,14 @@
  * Skipped, saying so in its name, only when `prometheus` is not on PATH.
  *
  * May import: tests/assert.ts, tests/cluster/helpers.ts, tests/cli/helpers.ts,
- * tests/monitoring/files.ts.
+ * tests/monitoring/files.ts, and scripts/setup.ts's PATH check.
  */
 
 import { assert, assertEquals } from "../assert.ts";
 import { freeTcpPort } from "../cli/helpers.ts";
 import { TestCluster } from "../cluster/helpers.ts";
 import { readRules, RULES_FILE } from "./files.ts";
-
-/** Whether `name` is an executable file in a directory of PATH. */
-function onPath(name: string): boolean {
-  return (Deno.env.get("PATH") ?? "").split(":").filter((d) => d !== "").some((dir) => {
-    try {
-      const info = Deno.statSync(`${dir}/${name}`);
-      return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
-    } catch {
-      return false;
-    }
-  });
-}
+import { onPath } from "../../scripts/setup.ts";
 
 /** An alert as /api/v1/alerts lists it. */
 interface ApiAlert {
@@ -152,7 +141,7 @@ function durationMs(text: string): number {
 
 const noLeader = readRules(await Deno.readTextFile(RULES_FILE))
   .find((r) => r.kind === "alert" && r.name === "BlixardNoLeader");
-const installed = onPath("prometheus");
+const installed = await onPath("prometheus").test();
 const name =
   "a real Prometheus with the project's rules fires BlixardNoLeader when two of three nodes are killed";
 
