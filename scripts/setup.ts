@@ -162,6 +162,12 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     why: "a kernel, and its power button modules, for the test guest the VM tests boot",
   },
   {
+    name: "prometheus",
+    present: onPath("promtool"),
+    why:
+      "prometheus and promtool: check monitoring/'s config and rules, run their unit tests, and scrape a test cluster (tests/monitoring/)",
+  },
+  {
     name: "etcd-server",
     present: anyFile(["/usr/bin/etcd"], true),
     why:
