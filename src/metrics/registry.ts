@@ -199,12 +199,20 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
-  /** Configuration reloads by result. */
+  /** Configuration reloads by result (see {@link reloadEnded}). */
   readonly configReloads: client.Counter<"result"> = new client.Counter({
     name: "blixard_config_reloads_total",
     help:
       "Configuration reloads (SIGHUP), by result: ok, or failed (invalid file or a listener that would not start; the old config kept running).",
     labelNames: ["result"],
+    registers: [this.registry],
+  });
+
+  /** Whether the last reload was applied (1, also before any) or refused (0). */
+  readonly configLastReloadSuccessful: client.Gauge = new client.Gauge({
+    name: "blixard_config_last_reload_successful",
+    help:
+      "1 when the last configuration reload was applied (or none was tried since the start), 0 when it was refused: the file on disk is then not what runs.",
     registers: [this.registry],
   });
 
@@ -264,8 +272,15 @@ export class AgentMetrics {
     });
     // Both outcomes exist from the start, so a rule on their increase sees the first failure.
     for (const result of ["ok", "failed"]) this.configReloads.inc({ result }, 0);
+    this.configLastReloadSuccessful.set(1);
     this.#transportFamilies();
     this.#nodeFamilies();
+  }
+
+  /** Counts a reload by how it ended, and keeps whether the last one was applied. */
+  reloadEnded(applied: boolean): void {
+    this.configReloads.inc({ result: applied ? "ok" : "failed" });
+    this.configLastReloadSuccessful.set(applied ? 1 : 0);
   }
 
   /** What the node shows at scrape time; set once the agent is built. */

@@ -211,7 +211,7 @@ export class DualRunner {
    * refused plan, a listener that would not start).
    */
   refuseReload(reason: string): void {
-    this.#o.metrics.configReloads.inc({ result: "failed" });
+    this.#o.metrics.reloadEnded(false);
     this.#log.error("reload refused; the running configuration is unchanged", { reason });
   }
 
@@ -285,7 +285,7 @@ export class DualRunner {
     await Promise.all(
       plan.cleanup.map((step) => this.#cleanup(step, timeout, oldGrpc, oldIroh, changes)),
     );
-    this.#o.metrics.configReloads.inc({ result: "ok" });
+    this.#o.metrics.reloadEnded(true);
     this.#log.info("reloaded", { summary: plan.summary });
     this.#logServing("now serving");
     return { ok: true, changes, summary: plan.summary };
