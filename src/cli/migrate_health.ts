@@ -53,13 +53,23 @@ export function parseExposition(text: string): Sample[] {
     if (line === "" || line.startsWith("#")) continue;
     const m = SAMPLE.exec(line);
     if (!m) throw new ExpositionError(i + 1, `not a sample: ${line.slice(0, 120)}`);
-    const value = Number(m[3] === "+Inf" ? Infinity : m[3] === "-Inf" ? -Infinity : m[3]);
-    if (Number.isNaN(value) && m[3] !== "NaN") {
-      throw new ExpositionError(i + 1, `value "${m[3]}" is not a number`);
-    }
+    const value = valueOf(m[3]!);
+    if (value === undefined) throw new ExpositionError(i + 1, `value "${m[3]}" is not a number`);
     out.push({ name: m[1]!, labels: labelsOf(m[2] ?? "", i + 1), value });
   }
   return out;
+}
+
+/**
+ * A sample's value. Go's ParseFloat, which Prometheus uses, takes NaN and
+ * Inf in any case, and prom-client writes NaN as "Nan".
+ */
+function valueOf(text: string): number | undefined {
+  if (/^nan$/i.test(text)) return NaN;
+  const inf = /^([+-]?)inf(inity)?$/i.exec(text);
+  if (inf) return inf[1] === "-" ? -Infinity : Infinity;
+  const n = Number(text);
+  return text.trim() === "" || Number.isNaN(n) ? undefined : n;
 }
 
 function labelsOf(braces: string, line: number): Record<string, string> {
