@@ -110,7 +110,9 @@ export function parseFleet(text: string, source: string): FleetNode[] {
     const { name, config, metrics, command } = raw;
     if (typeof config !== "string" || config === "") {
       problems.push(
-        `${at}.config = ${JSON.stringify(config)}: expected the path of its config file`,
+        config === undefined
+          ? `${at}.config: missing; give the path of the node's config file`
+          : `${at}.config = ${JSON.stringify(config)}: expected the path of the node's config file`,
       );
       return;
     }

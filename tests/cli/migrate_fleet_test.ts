@@ -71,7 +71,7 @@ name = "d"
     'fleet.toml: node[2].metrics = "no port": expected "host:port"',
     `fleet.toml: node[2].command = []: expected a command line that runs blixard on the node's host, e.g. ["ssh", "root@10.0.0.1", "blixard"]`,
     'fleet.toml: node[3]: "a.toml" is listed twice',
-    "fleet.toml: node[4].config = undefined: expected the path of its config file",
+    "fleet.toml: node[4].config: missing; give the path of the node's config file",
   ]);
   assert(/no \[\[node\]\] tables/.test(thrown(FleetError, () => parseFleet("", "f.toml")).message));
   assert(/f\.toml: /.test(thrown(FleetError, () => parseFleet("[[node]\n", "f.toml")).message));
