@@ -120,14 +120,7 @@ interface PeerClients {
   readonly dual: DualClient;
   readonly iroh: IrohRpcClient | null;
   readonly grpc: GrpcRpcClient;
-  /** What `grpc` was made with (`grpcClientSettings`). */
-  readonly grpcSettings: string;
   readonly untrack: () => void;
-}
-
-/** Everything the gRPC peer client is made with: a change needs a new client. */
-function grpcClientSettings(config: AgentConfig): string {
-  return JSON.stringify([limitsOf(config), config.grpc.allowInsecure, config.grpc.tls]);
 }
 
 /**
@@ -146,16 +139,6 @@ export class DualRunner {
   #stopping = false;
   #reloading: Promise<ReloadResult> | null = null;
   #peerClient: PeerClients | null = null;
-  /**
-   * The gRPC client of the retired peer clients, kept for the next ones while
-   * the settings it was made with (`grpcClientSettings`) do not change:
-   * closing it sends each peer an HTTP/2 GOAWAY, which can crash a Deno
-   * 2.9.6 peer inside nghttp2 (denoland/deno#36788), so a reload that only
-   * moves services (every `blixard migrate` stage) must not close it.
-   */
-  #keptGrpc:
-    | { readonly client: GrpcRpcClient; readonly settings: string; readonly closeAt: number }
-    | null = null;
 
   constructor(config: AgentConfig, options: RunnerOptions) {
     this.#config = config;
@@ -414,7 +397,21 @@ export class DualRunner {
   peers(): DualClient {
     if (!this.#peerClient) {
       const config = this.#config;
-      const grpc = this.#grpcPeerClient(config);
+      const { tls } = config.grpc;
+      const grpc = new GrpcRpcClient({
+        limits: limitsOf(config),
+        allowInsecure: config.grpc.allowInsecure,
+        ...(tls.caFile
+          ? {
+            tls: {
+              caFile: tls.caFile,
+              ...(tls.certFile && tls.keyFile
+                ? { certFile: tls.certFile, keyFile: tls.keyFile }
+                : {}),
+            },
+          }
+          : {}),
+      });
       const endpoint = this.#iroh?.endpoint;
       const metrics = this.#o.metrics;
       const iroh = endpoint
@@ -432,7 +429,7 @@ export class DualRunner {
           grpc,
         })
       );
-      this.#peerClient = { dual, iroh, grpc, grpcSettings: grpcClientSettings(config), untrack };
+      this.#peerClient = { dual, iroh, grpc, untrack };
     }
     return this.#peerClient.dual;
   }
@@ -490,54 +487,17 @@ export class DualRunner {
   }
 
   /**
-   * The gRPC client for the next peer clients: the kept one if `config`
-   * makes it the same way, else a new one (the kept one, if any, is closed).
-   */
-  #grpcPeerClient(config: AgentConfig): GrpcRpcClient {
-    const settings = grpcClientSettings(config);
-    const kept = this.#keptGrpc;
-    this.#keptGrpc = null;
-    if (kept?.settings === settings) return kept.client;
-    if (kept) {
-      // Calls already made on it still get the grace the reload gave them.
-      const timer = setTimeout(() => kept.client.close(), Math.max(0, kept.closeAt - Date.now()));
-      Deno.unrefTimer(timer as unknown as number);
-    }
-    const { tls } = config.grpc;
-    return new GrpcRpcClient({
-      limits: limitsOf(config),
-      allowInsecure: config.grpc.allowInsecure,
-      ...(tls.caFile
-        ? {
-          tls: {
-            caFile: tls.caFile,
-            ...(tls.certFile && tls.keyFile
-              ? { certFile: tls.certFile, keyFile: tls.keyFile }
-              : {}),
-          },
-        }
-        : {}),
-    });
-  }
-
-  /**
    * Peer calls follow the new policy and listeners from the next call on;
    * calls already made on the old client get the shutdown timeout to finish.
-   * Its gRPC client is kept for the next peer clients (see `#keptGrpc`), and
-   * closed only if those need another.
    */
   #retirePeerClient(graceMs: number): void {
     const old = this.#peerClient;
     this.#peerClient = null;
     if (!old) return;
-    this.#keptGrpc = {
-      client: old.grpc,
-      settings: old.grpcSettings,
-      closeAt: Date.now() + graceMs,
-    };
     const timer = setTimeout(() => {
       old.untrack();
       old.iroh?.close();
+      old.grpc.close();
     }, graceMs);
     Deno.unrefTimer(timer as unknown as number);
   }
@@ -552,8 +512,6 @@ export class DualRunner {
       this.#peerClient.grpc.close();
       this.#peerClient = null;
     }
-    this.#keptGrpc?.client.close();
-    this.#keptGrpc = null;
     return await this.#stopListeners(this.#config.limits.shutdownTimeoutMs);
   }
 

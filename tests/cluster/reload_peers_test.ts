@@ -1,9 +1,9 @@
 /**
  * A reload of one node must not take its peers down. A reload replaces the
- * clients a node calls its peers with; closing the old gRPC client sends
- * each peer an HTTP/2 GOAWAY, on which Deno 2.9.6 can abort inside nghttp2
- * (denoland/deno#36788). The runner keeps that client while its settings
- * stay the same, which is every reload that only moves services.
+ * clients a node calls its peers with and closes the old ones; a gRPC
+ * client closed with an HTTP/2 GOAWAY made its Deno 2.9.6 peers abort inside
+ * nghttp2 (denoland/deno#36788). Channels now close at the TCP level
+ * (tests/transport/grpc/close_test.ts); this is the same at cluster scale.
  */
 
 import { assert, assertEquals } from "../assert.ts";
