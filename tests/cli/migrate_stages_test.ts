@@ -48,6 +48,8 @@ for (const from of STAGE_NAMES) {
       assertEquals(stageOfConfig(parsed.config)?.name, to);
       if (from === to) assertEquals(out, text, "a file at the stage is left as it is");
     }
+    const claims = [...text.matchAll(/^# `blixard migrate --stage (\w+)` writes these/gm)];
+    assertEquals(claims.map((m) => m[1]), [from], "its comment names the stage that writes it");
   });
 }
 
