@@ -389,15 +389,18 @@ function printFleet(o: FleetOutcome): void {
     );
     return;
   }
-  const failed = o.nodes.at(-1)!;
-  console.error(
-    `fleet ${o.fleet}: stopped at ${o.stoppedAt}, which ${
+  const failed = o.stoppedAt === null ? null : o.nodes.at(-1)!;
+  const what = failed === null
+    ? o.failure
+    : `stopped at ${o.stoppedAt}, which ${
       failed.rolledBack
         ? "was rolled back"
         : failed.rollbackFailure
-        ? "could not be rolled back completely"
-        : "was not changed"
-    }; ${
+        ? `needs a look by hand (${failed.rollbackFailure})`
+        : "failed before its file was changed"
+    }`;
+  console.error(
+    `fleet ${o.fleet}: ${what}; ${
       done.length > 0
         ? `${done.join(", ")} stay${done.length === 1 ? "s" : ""} at stage ${o.stage}`
         : "no node was moved"

@@ -226,7 +226,13 @@ async function migrateRemote(
     output = await new Deno.Command(program!, { args, stdout: "piped", stderr: "inherit" })
       .output();
   } catch (e) {
-    return unreached(node, stage, settings, `cannot run ${program}: ${(e as Error).message}`);
+    return unreached(
+      node,
+      stage,
+      settings,
+      `cannot run ${program}: ${(e as Error).message}`,
+      false,
+    );
   }
   const text = new TextDecoder().decode(output.stdout).trim();
   try {
@@ -239,21 +245,29 @@ async function migrateRemote(
     node,
     stage,
     settings,
-    `${program} exited with status ${output.code} without a migrate JSON document; the node's state is unknown: check it by hand (stdout: ${
+    `${program} exited with status ${output.code} without a migrate JSON document (stdout: ${
       text.slice(0, 200) || "empty"
     })`,
+    true,
   );
 }
 
+/**
+ * The outcome of a `command` node that gave none: `failure` says why; with
+ * `unknown`, the command may have changed the node, which then needs a look
+ * by hand (said as an incomplete rollback).
+ */
 function unreached(
   node: FleetNode,
   stage: Stage,
   settings: MigrateSettings,
   failure: string,
+  unknown: boolean,
 ): NodeOutcome {
   return {
     ...blankOutcome(stage.name, node.config, settings.dryRun, node.metrics ?? null),
     failure,
+    rollbackFailure: unknown ? "the node's state is unknown: check it and its file by hand" : null,
   };
 }
 
@@ -289,6 +303,12 @@ export async function migrateFleet(
   );
   for (let i = 0; i < selected; i++) {
     const node = nodes[i]!;
+    if (signal.aborted) {
+      out.ok = false;
+      out.notReached = nodes.slice(i, selected).map((n) => n.name);
+      out.failure = `${signal.reason} before ${node.name}`;
+      break;
+    }
     const say = (line: string) => progress(`[${node.name}] ${line}`);
     say(`node ${i + 1} of ${selected}`);
     const outcome = node.command

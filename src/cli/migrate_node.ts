@@ -363,7 +363,8 @@ export async function migrateNode(
       return out;
     }
 
-    // Before touching anything: a node runs with this file, and is ready.
+    // Before touching anything: not interrupted, a node runs with this file, and it is ready.
+    if (signal.aborted) throw new StepFailed(`${signal.reason}; nothing was changed`);
     try {
       out.pid = await runningPid(current.config.node.dataDir);
     } catch (e) {
@@ -438,7 +439,7 @@ async function watch(
   progress(
     `ready after ${seconds(out.readyMs!)}; watching stage ${stage.name} for ${
       seconds(settings.watchMs)
-    } (limits: ${limits.rpcErrors} RPC errors, ${limits.fallbacks} fallbacks, ${limits.leaderChanges} leader changes)`,
+    } (limits: RPC errors ${limits.rpcErrors}, fallbacks ${limits.fallbacks}, leader changes ${limits.leaderChanges})`,
   );
   let samples = 0;
   let lastProgress = started;

@@ -339,7 +339,7 @@ Deno.test("a fleet goes node by node, here and through a command, and stops at t
     assertEquals(all.code, 1, all.stderr);
     assertMatch(
       all.stderr,
-      /fleet .*: stopped at c, which was not changed; a, b stay at stage expanded/,
+      /fleet .*: stopped at c, which failed before its file was changed; a, b stay at stage expanded/,
     );
     assertMatch(
       await Deno.readTextFile(nodeA.file),
