@@ -132,6 +132,12 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     why: "openssl: makes the certificates of the gRPC TLS and mutual TLS tests",
   },
   {
+    name: "curl",
+    present: onPath("curl"),
+    why:
+      "curl: the runbooks' health checks, run against a test cluster by tests/runbooks/ (runbooks/operations.md)",
+  },
+  {
     name: "iproute2",
     present: anyFile(IP_PATHS, true),
     why: "ip: brings up lo in the loopback-only network namespace the tests and benchmarks run in",

@@ -18,6 +18,7 @@ import { CALL_OPTIONS, callCommand, HEALTH_HELP, STATUS_HELP } from "./call.ts";
 import { CLUSTER_COMMAND } from "./cluster.ts";
 import { CliError, type Command, ExitCode, printJson } from "./common.ts";
 import { META_COMMAND } from "./meta.ts";
+import { MIGRATE_HELP, MIGRATE_OPTIONS, migrateCommand } from "./migrate.ts";
 import { VM_COMMAND } from "./vm.ts";
 import { DEMO_HELP, DEMO_OPTIONS, demoCommand } from "./demo.ts";
 import { CONFIG_HELP, CONFIG_OPTIONS, configCommand } from "./config.ts";
@@ -43,6 +44,12 @@ Commands:
   node --config FILE              run the agent
   reload --config FILE            make a running node re-read its config
                                   (SIGHUP) and report what moved
+  migrate --stage NAME --config FILE
+                                  move a running node to a rollout stage
+                                  (canary, expanded, majority, iroh,
+                                  rollback), watch its health, put it back
+                                  if it fails; --fleet FILE --percent P for
+                                  a fleet, node by node
   config check FILE               validate a configuration and the files it
                                   names, print the effective one
   health (--ticket T | --addr A)  is a node serving? over Iroh (--ticket) or
@@ -75,6 +82,7 @@ export type { Command };
 export const COMMANDS: Readonly<Record<string, Command>> = {
   node: { help: NODE_HELP, options: NODE_OPTIONS, run: nodeCommand },
   reload: { help: RELOAD_HELP, options: RELOAD_OPTIONS, run: reloadCommand },
+  migrate: { help: MIGRATE_HELP, options: MIGRATE_OPTIONS, run: migrateCommand },
   config: { help: CONFIG_HELP, options: CONFIG_OPTIONS, run: configCommand },
   health: { help: HEALTH_HELP, options: CALL_OPTIONS, run: (args) => callCommand("health", args) },
   status: { help: STATUS_HELP, options: CALL_OPTIONS, run: (args) => callCommand("status", args) },

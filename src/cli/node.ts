@@ -260,19 +260,11 @@ export async function reloadCommand(args: string[]): Promise<number> {
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /**
- * Sends SIGHUP to the node running with `configPath` and resolves with the
- * report it writes for that reload.
- * @throws {CliError} when the file is invalid, no node runs with it, it
- * cannot be signalled, or it reports nothing within `timeoutMs`.
+ * The pid a node running on `dataDir` wrote (`<data_dir>/blixard.pid`).
+ * @throws {CliError} when there is none: no node runs with that data directory.
  */
-async function signalAndWait(
-  configPath: string,
-  timeoutMs: number,
-  onPid: (pid: number) => void,
-): Promise<ReloadReport> {
-  // Only to find the node: the node reads the file again and is the judge of it.
-  const { config } = await loadOrFail(configPath);
-  const pidPath = join(config.node.dataDir, PID_FILE);
+export async function runningPid(dataDir: string): Promise<number> {
+  const pidPath = join(dataDir, PID_FILE);
   const pidText = await Deno.readTextFile(pidPath).catch(() => null);
   const pid = Number(pidText?.trim());
   if (!pidText || !Number.isInteger(pid) || pid <= 0) {
@@ -280,6 +272,25 @@ async function signalAndWait(
       `no running node found: ${pidPath} is missing or unreadable (is the node running with this config?)`,
     );
   }
+  return pid;
+}
+
+/**
+ * Sends SIGHUP to the node running with `configPath` and resolves with the
+ * report it writes for that reload: what `blixard reload` and
+ * `blixard migrate` do.
+ * @throws {CliError} when the file is invalid, no node runs with it, it
+ * cannot be signalled, or it reports nothing within `timeoutMs`.
+ */
+export async function signalAndWait(
+  configPath: string,
+  timeoutMs: number,
+  onPid: (pid: number) => void = () => {},
+): Promise<ReloadReport> {
+  // Only to find the node: the node reads the file again and is the judge of it.
+  const { config } = await loadOrFail(configPath);
+  const pidPath = join(config.node.dataDir, PID_FILE);
+  const pid = await runningPid(config.node.dataDir);
   onPid(pid);
   const reportPath = join(config.node.dataDir, RELOAD_FILE);
   const before = await readReport(reportPath);

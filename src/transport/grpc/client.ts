@@ -23,6 +23,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import type { Socket } from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   encodeRaftMessage,
@@ -114,6 +115,8 @@ export class GrpcChannel implements CallTransport {
   readonly #lanes = new Map<number, RaftLane>();
   /** Calls under way, so close() can end them. */
   readonly #calls = new Set<grpc.Call>();
+  /** The TCP (or TLS) sockets of this channel's connections, so close() can end them. */
+  readonly #sockets = new Set<Socket>();
   #closed = false;
 
   constructor(options: GrpcChannelOptions) {
@@ -155,7 +158,8 @@ export class GrpcChannel implements CallTransport {
           "or set allow_insecure = true in [grpc] to call it in plaintext on purpose.",
       );
     }
-    this.#newClient = () => new grpc.Client(options.target, credentials, channelOptions);
+    const tracking = new SocketTrackingCredentials(credentials, this.#sockets);
+    this.#newClient = () => new grpc.Client(options.target, tracking, channelOptions);
     this.#client = this.#newClient();
   }
 
@@ -261,7 +265,14 @@ export class GrpcChannel implements CallTransport {
     });
   }
 
-  /** Ends calls under way (UNAVAILABLE), refuses new ones, and closes the connection. */
+  /**
+   * Ends calls under way (UNAVAILABLE), refuses new ones, and closes the
+   * connection. The connection ends at the TCP level, without the HTTP/2
+   * GOAWAY that grpc-js would send: on a GOAWAY a Deno 2.9.6 peer can abort
+   * inside nghttp2 (denoland/deno#36788), as the server side already avoids
+   * (server.ts, `shutdown`). Seen when a node stopped or reloaded: its peers
+   * died. The peer sees the connection end, which is UNAVAILABLE to it.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -271,6 +282,8 @@ export class GrpcChannel implements CallTransport {
       }
     }
     for (const call of this.#calls) call.cancel();
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
     this.#client.close();
     this.#bulk?.close();
   }
@@ -450,5 +463,53 @@ export class GrpcRpcClient {
     this.#closed = true;
     for (const c of this.#channels.values()) c.close();
     this.#channels.clear();
+  }
+}
+
+type SecureConnector = ReturnType<grpc.ChannelCredentials["_createSecureConnector"]>;
+
+/**
+ * `inner` (insecure or TLS credentials) that also records, in `sockets`, the
+ * sockets grpc-js connects through, until each closes: grpc-js keeps them to
+ * itself, and {@link GrpcChannel.close} must end them without a GOAWAY.
+ */
+class SocketTrackingCredentials extends grpc.ChannelCredentials {
+  readonly #inner: grpc.ChannelCredentials;
+  readonly #sockets: Set<Socket>;
+
+  constructor(inner: grpc.ChannelCredentials, sockets: Set<Socket>) {
+    super();
+    this.#inner = inner;
+    this.#sockets = sockets;
+  }
+
+  override _isSecure(): boolean {
+    return this.#inner._isSecure();
+  }
+
+  override _equals(other: grpc.ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  override _createSecureConnector(
+    ...args: Parameters<grpc.ChannelCredentials["_createSecureConnector"]>
+  ): SecureConnector {
+    const connector = this.#inner._createSecureConnector(...args);
+    const track = (socket: Socket) => {
+      if (this.#sockets.has(socket)) return;
+      this.#sockets.add(socket);
+      socket.once("close", () => this.#sockets.delete(socket));
+    };
+    return {
+      connect: async (socket) => {
+        track(socket);
+        const result = await connector.connect(socket);
+        track(result.socket);
+        return result;
+      },
+      waitForReady: () => connector.waitForReady(),
+      getCallCredentials: () => connector.getCallCredentials(),
+      destroy: () => connector.destroy(),
+    };
   }
 }
