@@ -152,10 +152,12 @@ export type Verdict =
 
 /**
  * Whether the node still meets `stage`'s criteria: `/readyz` answered 200
- * (`readyBody` is its body, for the reason), the same process runs, a leader
+ * (`ready.body` gives the reason when not), the same process runs, a leader
  * is known, exactly the stage's listeners serve, Raft left only by the
- * stage's transports, and the counters rose no more than `limits` since
- * `baseline`.
+ * stage's transports since the `previous` reading, and the counters rose no
+ * more than `limits` since `baseline`. Without a `previous` reading (the
+ * first of the watch) the Raft check waits: messages a transport took up
+ * before the switch may still be counted as they leave.
  */
 export function judge(
   stage: Stage,
@@ -163,6 +165,7 @@ export function judge(
   baseline: Reading,
   now: Reading,
   ready: { readonly ok: boolean; readonly body: string },
+  previous: Reading | null,
 ): Verdict {
   const totals: WatchTotals = {
     rpcCalls: now.rpcCalls - baseline.rpcCalls,
@@ -187,7 +190,7 @@ export function judge(
     );
   }
   for (const t of ["grpc", "iroh"] as const) {
-    const sent = now.raftSent[t] - baseline.raftSent[t];
+    const sent = previous === null ? 0 : now.raftSent[t] - previous.raftSent[t];
     if (sent > 0 && !stage.raftOver.includes(t)) {
       return fail(`${sent} Raft message(s) left over ${t}, which stage ${stage.name} does not use`);
     }

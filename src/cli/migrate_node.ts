@@ -442,13 +442,15 @@ async function watch(
     } (limits: RPC errors ${limits.rpcErrors}, fallbacks ${limits.fallbacks}, leader changes ${limits.leaderChanges})`,
   );
   let samples = 0;
+  let previous: Reading | null = null;
   let lastProgress = started;
   for (;;) {
     const left = settings.watchMs - (Date.now() - started);
     if (left <= 0) break;
     await sleep(Math.min(settings.intervalMs, left), signal);
     const [ready, now] = await Promise.all([readiness(metrics), scrape(metrics)]);
-    const verdict = judge(stage, limits, baseline, now, ready);
+    const verdict = judge(stage, limits, baseline, now, ready, previous);
+    previous = now;
     record(verdict.totals, ++samples);
     if (!verdict.ok) {
       throw new StepFailed(

@@ -74,7 +74,7 @@ Deno.test("a node that stays within the stage's criteria passes, at its limits t
     leaderChanges: base.leaderChanges + canary.limits.leaderChanges,
     raftSent: { grpc: 80, iroh: 0 },
   };
-  assertEquals(judge(canary, canary.limits, base, now, ready), {
+  assertEquals(judge(canary, canary.limits, base, now, ready, base), {
     ok: true,
     totals: { rpcCalls: 800, rpcErrors: 5, fallbacks: 5, leaderChanges: 1 },
   });
@@ -110,15 +110,42 @@ Deno.test("each criterion fails the stage on its own, saying which and by how mu
     ],
   ];
   for (const [what, now, r, reason] of cases) {
-    const verdict = judge(canary, canary.limits, base, now, r);
+    const verdict = judge(canary, canary.limits, base, now, r, base);
     assert(!verdict.ok, `${what} passed`);
     assert(reason.test(verdict.reason), `${what}: ${verdict.reason}`);
   }
 });
 
+Deno.test("Raft messages over another transport fail the stage between readings, not before the first", () => {
+  const late = { ...base, raftSent: { grpc: 52, iroh: 9 } };
+  assert(
+    judge(canary, canary.limits, base, late, ready, null).ok,
+    "the first reading: still draining",
+  );
+  const verdict = judge(
+    canary,
+    canary.limits,
+    base,
+    { ...late, raftSent: { grpc: 60, iroh: 10 } },
+    ready,
+    late,
+  );
+  assert(
+    !verdict.ok && /1 Raft message\(s\) left over iroh/.test(verdict.reason),
+    JSON.stringify(verdict),
+  );
+});
+
 Deno.test("an operator's limit of 0 fails a stage on the first fallback", () => {
   const limits = { ...canary.limits, fallbacks: 0 };
-  const verdict = judge(canary, limits, base, { ...base, fallbacks: base.fallbacks + 1 }, ready);
+  const verdict = judge(
+    canary,
+    limits,
+    base,
+    { ...base, fallbacks: base.fallbacks + 1 },
+    ready,
+    null,
+  );
   assert(!verdict.ok);
   assertEquals(verdict.totals.fallbacks, 1);
 });
