@@ -14,6 +14,10 @@
  * So for start and stop the watch is opened first, the change is made once
  * the watch has answered, and states count from the change on.
  *
+ * A STOPPED or FAILED state ends a wait for "running" only once the VM was
+ * seen STARTING or RUNNING after the change: a node's report of the state
+ * before the change may be committed after it.
+ *
  * A watch the node cannot serve for a moment (UNAVAILABLE: no leader
  * confirmed its read in time; DEADLINE_EXCEEDED: the node ended a long
  * call) is opened again from the last revision seen, so a leader change
@@ -123,6 +127,7 @@ export async function waitForVm(o: WaitOptions): Promise<WaitOutcome> {
     // Without a change to make, the VM is new: what the watch shows first counts.
     let armed = o.change === undefined;
     let changed = o.change === undefined;
+    let begun = false;
     for (;;) {
       let next: IteratorResult<VmEvent>;
       try {
@@ -145,7 +150,19 @@ export async function waitForVm(o: WaitOptions): Promise<WaitOutcome> {
       // The change shows as a spec change to the desired state asked for.
       if (!armed && spec && event.vm?.spec?.desiredState === wanted) armed = true;
       if (event.vm && !spec) show(event.vm);
-      const verdict = armed ? verdictOf(o.goal, event) : undefined;
+      const state = event.vm?.status?.state;
+      if (armed && !spec && (state === VmState.STARTING || state === VmState.RUNNING)) {
+        begun = true;
+      }
+      let verdict = armed ? verdictOf(o.goal, event) : undefined;
+      // A state the node reported before it saw the start can be committed after it (its
+      // report was on its way to the leader): STOPPED or FAILED count once the VM was seen
+      // starting.
+      if (
+        verdict === "failed" && o.goal === "running" && !begun &&
+        event.kind === VmEventKind.STATUS_CHANGED &&
+        (state === VmState.STOPPED || state === VmState.FAILED)
+      ) verdict = undefined;
       if (verdict !== undefined) {
         if (event.vm) show(event.vm);
         return end(verdict);

@@ -55,18 +55,23 @@ async function waitForState(
   ms = 20_000,
 ): Promise<Vm> {
   let last: Vm | undefined;
-  await eventually(
-    `vm ${name} is ${VmState[state]} (last: ${last && VmState[last.status!.state]})`,
-    async () => {
+  let error: unknown;
+  try {
+    await eventually(`vm ${name} is ${VmState[state]}`, async () => {
       try {
         last = await getVm(c, via, name);
-      } catch {
+      } catch (e) {
+        error = e;
         return false;
       }
       return last.status?.state === state;
-    },
-    ms,
-  );
+    }, ms);
+  } catch (e) {
+    const seen = last
+      ? `${VmState[last.status!.state]} on node ${last.status!.nodeId}: ${last.status!.exitReason}`
+      : `never read (${error})`;
+    throw new Error(`${(e as Error).message}; last seen: ${seen}`);
+  }
   return last!;
 }
 
@@ -189,11 +194,13 @@ Deno.test({
     "a lost node's VMs move or are marked LOST by policy, and it takes its own up again on return, never twice",
   ...SANITIZE,
   async fn() {
-    // Node 3 is the roomiest, so placement puts both VMs there.
+    // Node 3 is the roomiest, so placement puts both VMs there. Raft goes over gRPC: over Iroh,
+    // a leader sometimes never reconnects to a node restarted on the same address (README,
+    // "Limitations"), which is not what this test is about.
     await using c = await TestCluster.start({
       size: 3,
       mode: "dual",
-      raftTransport: "iroh",
+      raftTransport: "grpc",
       vm: (id) =>
         `backends = ["process"]\nvcpus = ${
           id === 3 ? 64 : 8
