@@ -111,7 +111,7 @@ for (const [name, spec] of SETUPS) {
       KEYS.length * cluster.nodes.length,
       "every final read answered",
     );
-    assert(recorder.stats.ok > 50, `only ${recorder.stats.ok} operations completed`);
+    assert(recorder.stats.ok > 20, `only ${recorder.stats.ok} operations completed`);
     const verdict = checkHistory(registerModel, history, { timeoutMs: 60_000 });
     assertEquals(verdict.result, "ok", verdict.explanation);
     const s = recorder.stats;
