@@ -4,7 +4,7 @@
  * measured figure, the budget, the predecessor's figure and the ratio, and
  * exits 1 when a budget is missed (2 when the gate itself cannot run).
  *
- * A case that misses its budget is measured again, up to twice, before it
+ * A case that misses its budget is measured again, up to four times 2 s apart, before it
  * counts as missed, so one noisy moment on a shared machine does not fail CI;
  * the table says when a figure comes from a retry.
  *
@@ -44,7 +44,9 @@ interface Row {
   readonly status: "ok" | "MISSED" | "report";
 }
 
-const MAX_RETRIES = 2;
+/** Re-measurements of a missed case, each after a pause: a shared machine's busy moment passes. */
+const MAX_RETRIES = 4;
+const RETRY_PAUSE_MS = 2_000;
 
 async function runBench(file: string, filter?: string): Promise<BenchReport> {
   const args = ["bench", "-A", "--json"];
@@ -138,6 +140,7 @@ async function main(): Promise<number> {
     let retried = 0;
     while (pass === false && retried < MAX_RETRIES) {
       retried++;
+      await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
       const again = meanNs(await runBench(file, `/^${escapeRegExp(name)}$/`), name);
       if (again !== undefined && again < mean) mean = again;
       [pass, measured, budgetText, pred, ratio] = judge(budget, mean);
