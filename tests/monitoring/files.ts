@@ -19,6 +19,18 @@ export const RULES_TEST_FILE = `${MONITORING}iroh_rules_test.yml`;
 export const SCRAPE_CONFIG = `${MONITORING}prometheus-iroh.yml`;
 export const DASHBOARD = `${MONITORING}grafana-iroh-dashboard.json`;
 
+/** The sections of runbooks/operations.md that the alerts' `runbook` annotations link to. */
+export const ALERT_RUNBOOK_SECTIONS: readonly string[] = [
+  "no-leader",
+  "leader-flapping",
+  "rpc-errors",
+  "iroh-latency",
+  "direct-paths",
+  "fallbacks",
+  "failed-reloads",
+  "vms-failed",
+];
+
 /** One recording rule or alert. */
 export interface Rule {
   readonly kind: "record" | "alert";

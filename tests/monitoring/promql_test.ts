@@ -10,6 +10,7 @@
 
 import { assert, assertEquals, thrown } from "../assert.ts";
 import {
+  ALERT_RUNBOOK_SECTIONS,
   DASHBOARD,
   dashboardQueries,
   readRules,
@@ -156,16 +157,7 @@ Deno.test("every alert in the rules file has a summary, a description and a runb
   const rules = readRules(await Deno.readTextFile(RULES_FILE));
   const alerts = rules.filter((r) => r.kind === "alert");
   assert(alerts.length >= 8, `${alerts.length} alerts`);
-  const sections = [
-    "no-leader",
-    "leader-flapping",
-    "rpc-errors",
-    "iroh-latency",
-    "direct-paths",
-    "fallbacks",
-    "failed-reloads",
-    "vms-failed",
-  ];
+  const sections = ALERT_RUNBOOK_SECTIONS;
   for (const a of alerts) {
     assert(a.annotations.get("summary"), `${a.name} has no summary`);
     assert(a.annotations.get("description"), `${a.name} has no description`);

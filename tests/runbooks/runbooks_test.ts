@@ -8,6 +8,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { ALERT_RUNBOOK_SECTIONS } from "../monitoring/files.ts";
 import { parseConfig } from "../../src/config/mod.ts";
 import { parseFleet } from "../../src/cli/migrate_fleet.ts";
 import { rewriteToStage, stageNamed, stageOfConfig } from "../../src/cli/migrate_stages.ts";
@@ -159,14 +160,7 @@ Deno.test("the operations runbook has the sections the alerts link to, and the t
   assertEquals(new Set(anchors).size, anchors.length, "headings are unique, so anchors are stable");
   for (
     const a of [
-      "no-leader",
-      "leader-flapping",
-      "rpc-errors",
-      "iroh-latency",
-      "direct-paths",
-      "fallbacks",
-      "failed-reloads",
-      "vms-failed",
+      ...ALERT_RUNBOOK_SECTIONS,
       "peer-refused",
       "slow-snapshots",
       "full-disk",
