@@ -15,7 +15,7 @@ import { checkHistory } from "../support/linearizability.ts";
 import { registerModel } from "../support/register_model.ts";
 import { eventually } from "../wait.ts";
 import { type ClusterSpec, TestCluster } from "./helpers.ts";
-import { clientLoop, HistoryRecorder } from "./history.ts";
+import { clientLoop, HistoryRecorder, saveHistory } from "./history.ts";
 
 const KEYS = ["a", "b", "c"];
 const CLIENTS = 4;
@@ -131,7 +131,10 @@ for (const [name, spec] of SETUPS) {
       );
       assert(recorder.stats.ok > 20, `only ${recorder.stats.ok} operations completed`);
       const verdict = checkHistory(registerModel, history, { timeoutMs: 60_000 });
-      assertEquals(verdict.result, "ok", verdict.explanation);
+      if (verdict.result !== "ok") {
+        const saved = await saveHistory(history);
+        assertEquals(verdict.result, "ok", `${verdict.explanation}\nhistory saved to ${saved}`);
+      }
       const s = recorder.stats;
       console.log(
         `[${name}] history of ${history.length} operations linearizable: ${s.ok} ok, ` +

@@ -126,3 +126,17 @@ export async function clientLoop(
     }
   }
 }
+
+/**
+ * Writes `history` as JSON to a new temporary file (an unknown outcome's
+ * `return = Infinity` as null) and returns its path, so that a history the
+ * checker could not pass can be checked again offline.
+ */
+export async function saveHistory(history: readonly RegisterOperation[]): Promise<string> {
+  const path = await Deno.makeTempFile({ prefix: "blixard-history-", suffix: ".json" });
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify(history.map((op) => op.return === Infinity ? { ...op, return: null } : op)),
+  );
+  return path;
+}
