@@ -572,6 +572,9 @@ export class DualRunner {
       relayMode: config.iroh.relay,
       alpns: [config.iroh.alpn],
     });
+    for (const warning of endpoint.warnings) {
+      this.#log.warn("iroh endpoint bound with a warning", { bind: config.iroh.bind, warning });
+    }
     const ingress = this.#o.raftIngress;
     const server = new IrohRpcServer({
       endpoint,

@@ -112,7 +112,7 @@ export interface IncomingAddr {
  * ```
  */
 export async function createEndpoint(options: IrohEndpointOptions): Promise<IrohEndpoint> {
-  const { secretKey, bindAddr, relayMode = "default", alpns = [DEFAULT_ALPN] } = options;
+  const { secretKey, bindAddr, alpns = [DEFAULT_ALPN] } = options;
   if (!(secretKey instanceof Uint8Array) || secretKey.length !== 32) {
     throw new IrohError(
       "INVALID_ARGUMENT",
@@ -128,7 +128,39 @@ export async function createEndpoint(options: IrohEndpointOptions): Promise<Iroh
       );
     }
   }
+  const addrs = bindAddr === undefined ? [] : [bindAddr];
+  // Checks every option before anything binds.
+  const builder = configuredBuilder(options, addrs);
+  const companion = bindAddr === undefined ? undefined : companionBindAddr(bindAddr);
+  const warnings: string[] = [];
+  if (companion !== undefined) {
+    try {
+      const raw = await configuredBuilder(options, [...addrs, companion]).bind();
+      return new IrohEndpoint(raw, alpns);
+    } catch (e) {
+      warnings.push(
+        `cannot also bind ${companion} (${bindingErrorText(e)}): the other IP family gets a ` +
+          `random port, so after a restart a peer that chose a path over it may not reach this ` +
+          `node until it redials`,
+      );
+    }
+  }
+  let raw: RawEndpoint;
+  try {
+    raw = await builder.bind();
+  } catch (e) {
+    throw new IrohError(
+      "BIND_FAILED",
+      `endpoint: cannot bind ${bindAddr ?? "the default address"}: ${bindingErrorText(e)}`,
+      { cause: e },
+    );
+  }
+  return new IrohEndpoint(raw, alpns, warnings);
+}
 
+/** A builder with every option applied and `addrs` to bind (none: the binding's default). */
+function configuredBuilder(options: IrohEndpointOptions, addrs: readonly string[]) {
+  const { secretKey, relayMode = "default", alpns = [DEFAULT_ALPN] } = options;
   const builder = binding.Endpoint.builder();
   if (relayMode === "default") {
     builder.applyN0();
@@ -153,24 +185,37 @@ export async function createEndpoint(options: IrohEndpointOptions): Promise<Iroh
   }
   builder.secretKey(toArray(secretKey));
   builder.alpns(alpns.map(textToArray));
-  if (bindAddr !== undefined) {
+  for (const addr of addrs) {
     try {
-      builder.bindAddr(bindAddr);
+      builder.bindAddr(addr);
     } catch (e) {
-      throw invalid(`endpoint: bindAddr ${JSON.stringify(bindAddr)}: expected host:port`, e);
+      throw invalid(`endpoint: bindAddr ${JSON.stringify(addr)}: expected host:port`, e);
     }
   }
-  let raw: RawEndpoint;
-  try {
-    raw = await builder.bind();
-  } catch (e) {
-    throw new IrohError(
-      "BIND_FAILED",
-      `endpoint: cannot bind ${bindAddr ?? "the default address"}: ${bindingErrorText(e)}`,
-      { cause: e },
-    );
-  }
-  return new IrohEndpoint(raw, alpns);
+  return builder;
+}
+
+/**
+ * The address of the other IP family on the same port, which
+ * {@link createEndpoint} binds too: `127.0.0.1:P` pairs with `[::1]:P`, any
+ * other IPv4 host with `[::]:P`; `[::1]:P` with `127.0.0.1:P`, any other
+ * IPv6 host with `0.0.0.0:P`. Undefined for port 0.
+ *
+ * Why: the binding always binds both families, the one not asked for on a
+ * random port. A peer's Iroh may select the path over that family and send
+ * its next connections there even when given the other address; after a
+ * restart that port is gone, and the peer's connects time out while this
+ * node's own connects to the peer work (docs/iroh-binding.md, "Sockets").
+ * The same port on both families keeps every path a peer learned valid.
+ */
+export function companionBindAddr(bindAddr: string): string | undefined {
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d+)$/.exec(bindAddr);
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(bindAddr);
+  const match = v4 ?? v6;
+  if (match === null || Number(match[2]) === 0) return undefined;
+  const port = Number(match[2]);
+  if (v4) return v4[1] === "127.0.0.1" ? `[::1]:${port}` : `[::]:${port}`;
+  return match[1] === "::1" ? `127.0.0.1:${port}` : `0.0.0.0:${port}`;
 }
 
 /** A bound endpoint. Close it with {@link close} (or `await using`). */
@@ -181,12 +226,15 @@ export class IrohEndpoint {
   readonly id: string;
   /** The protocols it accepts. */
   readonly alpns: readonly string[];
+  /** What did not bind as asked but did not stop the endpoint (see {@link companionBindAddr}). */
+  readonly warnings: readonly string[];
   #closing: Promise<void> | null = null;
 
-  constructor(raw: RawEndpoint, alpns: readonly string[]) {
+  constructor(raw: RawEndpoint, alpns: readonly string[], warnings: readonly string[] = []) {
     this.raw = raw;
     this.id = raw.id().toString();
     this.alpns = [...alpns];
+    this.warnings = [...warnings];
   }
 
   /** Where peers can reach this endpoint now (addresses change as the network does). */

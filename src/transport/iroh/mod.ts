@@ -25,6 +25,7 @@ export { bindingErrorText } from "./binding.ts";
 export { arrayToText, textToArray, toArray, toBytes } from "./bytes.ts";
 export { type IrohBiStream, IrohConnection } from "./connection.ts";
 export {
+  companionBindAddr,
   createEndpoint,
   DEFAULT_ALPN,
   DEFAULT_CONNECT_TIMEOUT_MS,

@@ -1,13 +1,24 @@
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import {
   CloseCode,
+  companionBindAddr,
   createEndpoint,
   DEFAULT_ALPN,
   type IrohConnection,
   IrohError,
   parseTicket,
+  toTicket,
 } from "../../../src/transport/iroh/mod.ts";
-import { concat, loopbackEndpoint, patternBytes, randomKey, within } from "./helpers.ts";
+import { endpointIdOf, parseSecretKey } from "../../../src/transport/iroh/secret_key.ts";
+import {
+  concat,
+  loopbackEndpoint,
+  patternBytes,
+  randomKey,
+  spawnHealthServer,
+  within,
+} from "./helpers.ts";
 
 const WAIT_MS = 5_000;
 
@@ -342,3 +353,115 @@ Deno.test("the accept loop hands over allowed peers, reports refused ones, and e
   }
   await within(loop, WAIT_MS, "accept loop ends");
 });
+
+Deno.test("an endpoint bound to a fixed port binds the other IP family on the same port", async () => {
+  const port = await freeUdpPort();
+  await using endpoint = await createEndpoint({
+    secretKey: randomKey(),
+    bindAddr: `127.0.0.1:${port}`,
+    relayMode: "disabled",
+  });
+  assert.deepEqual(endpoint.boundSockets().sort(), [`127.0.0.1:${port}`, `[::1]:${port}`]);
+  assert.deepEqual(endpoint.warnings, []);
+  assert.deepEqual(
+    ["127.0.0.1:7401", "0.0.0.0:7401", "10.1.2.3:7401", "[::1]:7401", "[::]:7401", "127.0.0.1:0"]
+      .map(companionBindAddr),
+    ["[::1]:7401", "[::]:7401", "[::]:7401", "127.0.0.1:7401", "0.0.0.0:7401", undefined],
+  );
+});
+
+Deno.test("when the other IP family's port is taken, the endpoint binds the address asked and says why", async () => {
+  const port = await freeUdpPort();
+  const squatter = dgram.createSocket("udp6");
+  await new Promise<void>((resolve, reject) => {
+    squatter.once("error", reject);
+    squatter.bind(port, "::1", resolve);
+  });
+  try {
+    await using endpoint = await createEndpoint({
+      secretKey: randomKey(),
+      bindAddr: `127.0.0.1:${port}`,
+      relayMode: "disabled",
+    });
+    assert.ok(endpoint.boundSockets().includes(`127.0.0.1:${port}`), `${endpoint.boundSockets()}`);
+    assert.equal(endpoint.warnings.length, 1);
+    assert.match(
+      endpoint.warnings[0]!,
+      new RegExp(`cannot also bind \\[::1\\]:${port} \\(.*in use`),
+    );
+  } finally {
+    await new Promise((resolve) => squatter.close(() => resolve(undefined)));
+  }
+});
+
+Deno.test({
+  name:
+    "a peer restarted on its fixed address is reached again over either IP family, also after it dialled us first",
+  async fn() {
+    // Iroh may select the IPv6 path to a peer bound to 127.0.0.1 (it learns the
+    // peer's local addresses) and then send new connections there, whatever
+    // address it is given. When the IPv6 port was random, a restarted peer had a
+    // new one, and every connect to it timed out while its own dial to us worked.
+    const keyHex = Array.from(randomKey(), (b) => b.toString(16).padStart(2, "0")).join("");
+    const port = await freeUdpPort();
+    const id = endpointIdOf(parseSecretKey(keyHex, "test"));
+    const overIpv4 = toTicket({ id, directAddresses: [`127.0.0.1:${port}`] });
+    const overIpv6 = toTicket({ id, directAddresses: [`[::1]:${port}`] });
+    await using us = await loopbackEndpoint();
+    let accepted = 0;
+    const held: IrohConnection[] = [];
+    const accepting = us.acceptLoop({
+      allow: new Set([id]),
+      onConnection: (c) => {
+        accepted++;
+        held.push(c);
+      },
+    });
+    const spawn = () =>
+      spawnHealthServer(keyHex, `127.0.0.1:${port}`, [us.id], [`--dial=${us.ticket()}`]);
+    let server = await spawn();
+    try {
+      for (let cycle = 1; cycle <= 4; cycle++) {
+        const before = accepted;
+        const first = await us.connect(overIpv4, { timeoutMs: 3_000 });
+        // Long enough for Iroh to open and select another path, if it does.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        server.child.kill("SIGKILL");
+        await server.child.status;
+        server = await spawn();
+        await until(() => accepted > before, `cycle ${cycle}: the restarted peer dialled us`);
+        for (const [family, ticket] of [["IPv4", overIpv4], ["IPv6", overIpv6]]) {
+          const again = await us.connect(ticket!, { timeoutMs: 3_000 }).catch((e) => {
+            throw new Error(`cycle ${cycle}: the restarted peer over ${family}: ${e}`);
+          });
+          again.close(CloseCode.Normal, "done");
+        }
+        first.close(CloseCode.Normal, "done");
+      }
+    } finally {
+      server.child.kill("SIGKILL");
+      await server.child.status;
+      for (const c of held) c.close(CloseCode.Normal, "done");
+      await us.close();
+      await accepting;
+    }
+  },
+});
+
+/** A UDP port free on both 127.0.0.1 and ::1 right now. */
+async function freeUdpPort(): Promise<number> {
+  for (;;) {
+    const v4 = dgram.createSocket("udp4");
+    const port = await new Promise<number>((resolve) =>
+      v4.bind(0, "127.0.0.1", () => resolve(v4.address().port))
+    );
+    const v6 = dgram.createSocket("udp6");
+    const free = await new Promise<boolean>((resolve) => {
+      v6.once("error", () => resolve(false));
+      v6.bind(port, "::1", () => resolve(true));
+    });
+    await new Promise((resolve) => v4.close(() => resolve(undefined)));
+    if (free) await new Promise((resolve) => v6.close(() => resolve(undefined)));
+    if (free) return port;
+  }
+}
