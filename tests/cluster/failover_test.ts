@@ -45,23 +45,10 @@ const SETUPS: readonly [string, ClusterSpec][] = [
   ["dual, adaptive Raft", { size: 3, mode: "dual", raftTransport: "adaptive" }],
 ];
 
-/**
- * Over Iroh alone, a node restarted after SIGKILL is sometimes never reached
- * again by the others' Iroh connects (README, "Limitations": a known bug, not
- * yet understood), so the second election of this test finds no leader in
- * about half the runs. BLIXARD_IROH_RESTART_TEST=1 runs it anyway.
- */
-const IROH_RESTART_BUG = Deno.env.get("BLIXARD_IROH_RESTART_TEST") !== "1";
-
 for (const [name, spec] of SETUPS) {
-  const skipped = name === "iroh" && IROH_RESTART_BUG;
   Deno.test({
     name:
-      `[${name}] the leader is killed, then another frozen past the election timeout: a new leader each time, and the history is linearizable` +
-      (skipped
-        ? " (SKIPPED: a known bug, a node restarted over Iroh is sometimes never reached again; README, Limitations)"
-        : ""),
-    ignore: skipped,
+      `[${name}] the leader is killed, then another frozen past the election timeout: a new leader each time, and the history is linearizable`,
     fn: async () => {
       await using cluster = await TestCluster.start({ ...spec, tickMs: 20 });
       const first = await cluster.waitForLeader();

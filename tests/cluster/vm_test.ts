@@ -194,13 +194,11 @@ Deno.test({
     "a lost node's VMs move or are marked LOST by policy, and it takes its own up again on return, never twice",
   ...SANITIZE,
   async fn() {
-    // Node 3 is the roomiest, so placement puts both VMs there. Raft goes over gRPC: over Iroh,
-    // a leader sometimes never reconnects to a node restarted on the same address (README,
-    // "Limitations"), which is not what this test is about.
+    // Node 3 is the roomiest, so placement puts both VMs there.
     await using c = await TestCluster.start({
       size: 3,
       mode: "dual",
-      raftTransport: "grpc",
+      raftTransport: "iroh",
       vm: (id) =>
         `backends = ["process"]\nvcpus = ${
           id === 3 ? 64 : 8
