@@ -59,12 +59,20 @@ export async function procStat(pid: number): Promise<ProcStat | undefined> {
   try {
     return parseStat(await Deno.readTextFile(`/proc/${pid}/stat`));
   } catch (e) {
-    // ESRCH: the process exited between opening its directory and reading the file.
-    if (e instanceof Deno.errors.NotFound || (e as { code?: string }).code === "ESRCH") {
-      return undefined;
-    }
+    if (processGone(e)) return undefined;
     throw e;
   }
+}
+
+/**
+ * True for the errors reading a process's /proc files gives once it is gone:
+ * NotFound, or ESRCH when it exited between the open and the read. Deno
+ * gives ESRCH as a plain Error with no code, "No such process (os error 3)".
+ */
+export function processGone(e: unknown): boolean {
+  return e instanceof Deno.errors.NotFound ||
+    (e instanceof Error && ((e as { code?: string }).code === "ESRCH" ||
+      /\(os error 3\)$/.test(e.message)));
 }
 
 /** The identity of the process `pid` names now, or `undefined` if there is none. */

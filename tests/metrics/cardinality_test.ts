@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { createClient } from "../../src/rpc/client.ts";
-import { Health, type MethodInfo, Status } from "../../src/rpc/services.ts";
+import { Health, Metadata, type MethodInfo, Status } from "../../src/rpc/services.ts";
 import { createEndpoint } from "../../src/transport/iroh/endpoint.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
@@ -58,6 +58,9 @@ Deno.test({
         }
       };
 
+      // A first write, so that the proposal series exist before the first scrape (the
+      // node's own announcement of its addresses may otherwise create them in between).
+      await createClient(Metadata, iroh.peer(ticket)).put({ key: "warm-up", value: "1" });
       await round(3, [0xf0]);
       const first = await scrape(port);
 

@@ -6,7 +6,7 @@
 
 import { assert, assertEquals, assertMatch, rejection } from "../assert.ts";
 import { VmBackendError, type VmHandle, type VmObservation } from "../../src/vm/backend.ts";
-import { isRunning } from "../../src/vm/proc.ts";
+import { isRunning, processGone } from "../../src/vm/proc.ts";
 import { ProcessBackend } from "../../src/vm/process.ts";
 import { readRecord, vmIdentity, writeRecord } from "../../src/vm/supervisor.ts";
 import { dataDir, shellSpec, spec } from "./helpers.ts";
@@ -117,6 +117,17 @@ Deno.test("a VM killed by someone else is a failure that names the signal", asyn
     exit: { signal: 9 },
   });
   await b.close();
+});
+
+Deno.test("a process that exits between the open and the read of its /proc file counts as gone", async () => {
+  // The race a supervisor loses sometimes: the file opens, the process exits, the read fails.
+  const child = new Deno.Command("sleep", { args: ["10"] }).spawn();
+  using file = await Deno.open(`/proc/${child.pid}/stat`);
+  child.kill("SIGKILL");
+  await child.status;
+  const error = await rejection(Error, () => file.read(new Uint8Array(1024)));
+  assert(processGone(error), `not taken for a gone process: ${error}`);
+  assert(!processGone(new Error("Permission denied (os error 13)")));
 });
 
 Deno.test("vm.json records the handle, and a VM whose process runs is not started twice", async () => {
