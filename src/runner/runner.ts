@@ -585,6 +585,8 @@ export class DualRunner {
       limits: limitsOf(config),
       ...(ingress ? { raftIngress: ingress } : {}),
       callObserver: this.#o.metrics.serverCalls("iroh"),
+      // A peer that dials us anew has likely restarted: our connection to it may be dead.
+      onPeerConnection: (id) => this.#peerClient?.iroh?.peerConnected(id),
     });
     server.start();
     const untrackServer = this.#o.metrics.transports.track(() =>

@@ -99,6 +99,13 @@ export interface IrohClientStats {
 /** With `failFastWhileDown`, how long a call waits for a connection attempt under way, ms. */
 const FAIL_FAST_CONNECT_WAIT_MS = 250;
 
+/**
+ * How long a connection may stay without an answer to the Heartbeat sent
+ * when its peer connects to us anew before it is taken for dead (the peer
+ * restarted). A live peer answers in a round trip.
+ */
+const PEER_CONNECTED_PROBE_MS = 500;
+
 /** Largest number of stream responses buffered for a consumer that does not read. */
 const MAX_BUFFERED_STREAM_ITEMS = 4096;
 
@@ -150,6 +157,17 @@ export class IrohRpcClient {
       channel.target = target;
     }
     return channel;
+  }
+
+  /**
+   * Hears that the peer `endpointId` just opened a connection to this node's
+   * endpoint: it may have restarted, and then our connection to it leads to the
+   * dead process. A Heartbeat goes out at once; without an answer within
+   * 500 ms the connection is dropped and the channel redials, instead of
+   * waiting `deadPeerTimeoutMs` for the silence to prove it.
+   */
+  peerConnected(endpointId: string): void {
+    this.#channels.get(endpointId)?.peerConnected();
   }
 
   /** Closes every channel; their waiting calls fail with UNAVAILABLE. */
@@ -449,6 +467,22 @@ export class PeerChannel implements CallTransport {
     }
   }
 
+  /** See {@link IrohRpcClient.peerConnected}. */
+  peerConnected(): void {
+    const session = this.#session;
+    if (session === null) return;
+    const sentAt = performance.now();
+    this.#heartbeat(session);
+    const timer = setTimeout(() => {
+      if (this.#session !== session || session.lastReceivedAt >= sentAt) return;
+      const reason =
+        `no answer within ${PEER_CONNECTED_PROBE_MS} ms after the peer connected anew: it restarted`;
+      this.#lost(session, { byPeer: false, code: undefined, reason });
+      session.conn.close(CloseCode.Normal, reason);
+    }, PEER_CONNECTED_PROBE_MS);
+    Deno.unrefTimer(timer as unknown as number);
+  }
+
   /** Fails waiting calls and stops reconnecting. */
   close(): void {
     this.#closed = true;
@@ -681,18 +715,23 @@ export class PeerChannel implements CallTransport {
         return;
       }
       if (quiet < keepaliveIntervalMs) return;
-      session.stream(Priority.Heartbeat).then((fs) =>
-        fs.send({
-          type: FrameType.Heartbeat,
-          flags: FLAG_LAST,
-          priority: Priority.Heartbeat,
-          method: 0,
-          requestId: 0n,
-          deadlineMs: 0,
-        })
-      ).catch(() => {});
+      this.#heartbeat(session);
     }, Math.min(keepaliveIntervalMs, deadPeerTimeoutMs / 2));
     Deno.unrefTimer(timer as unknown as number);
+  }
+
+  /** Sends a Heartbeat frame; the server answers it. */
+  #heartbeat(session: Session): void {
+    session.stream(Priority.Heartbeat).then((fs) =>
+      fs.send({
+        type: FrameType.Heartbeat,
+        flags: FLAG_LAST,
+        priority: Priority.Heartbeat,
+        method: 0,
+        requestId: 0n,
+        deadlineMs: 0,
+      })
+    ).catch(() => {});
   }
 
   #lost(session: Session, info: CloseInfo): void {

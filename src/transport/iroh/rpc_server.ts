@@ -105,6 +105,8 @@ export interface IrohRpcServerOptions {
   readonly clock?: Clock;
   /** Told how each call ended (metrics). */
   readonly callObserver?: CallObserver;
+  /** Told the endpoint id of each connection accepted (a peer that may have restarted). */
+  readonly onPeerConnection?: (endpointId: string) => void;
 }
 
 /** Counters of a server, for tests and metrics. */
@@ -132,6 +134,13 @@ export interface IrohServerStats extends CallStats {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * How long a graceful close waits for a peer to acknowledge the last
+ * answers before the connection closes anyway (a peer that stopped reading
+ * must not hold a shutdown).
+ */
+const GRACEFUL_DELIVERY_MS = 1_000;
+
 /** Serves a router's services over Iroh. */
 export class IrohRpcServer {
   readonly #endpoint: IrohEndpoint;
@@ -140,6 +149,7 @@ export class IrohRpcServer {
   #limits: RpcLimits;
   readonly #log: Logger;
   readonly #raftIngress: RaftIngress | undefined;
+  readonly #onPeerConnection: ((endpointId: string) => void) | undefined;
   readonly #idleTimeoutMs: number;
   readonly #clock: Clock;
   readonly #connections = new Set<ServerConnection>();
@@ -168,6 +178,7 @@ export class IrohRpcServer {
     this.#limits = { ...DEFAULT_RPC_LIMITS, ...options.limits };
     this.#log = options.logger ?? silentLogger;
     this.#raftIngress = options.raftIngress;
+    this.#onPeerConnection = options.onPeerConnection;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     if (!(this.#idleTimeoutMs > 0)) {
       throw new RangeError(`idleTimeoutMs ${this.#idleTimeoutMs}: expected more than 0`);
@@ -292,6 +303,7 @@ export class IrohRpcServer {
     });
     this.#connections.add(sc);
     sc.start().finally(() => this.#connections.delete(sc));
+    this.#onPeerConnection?.(connection.remoteId);
   }
 
   #refused(error: IrohError): void {
@@ -411,10 +423,12 @@ class ServerConnection {
       new RpcError(Code.UNAVAILABLE, `server closed the connection: ${reason}`),
     );
     if (graceful) {
-      // Give queued responses to the binding and end our side of each stream cleanly.
+      // Give queued responses to the binding, end our side of each stream cleanly, and let
+      // the peer receive them: closing the connection drops what it has not acknowledged.
       await Promise.all([...this.#streams].map(async ([fs, bi]) => {
         await fs.flushed().catch(() => {});
         await bi.send.finish().catch(() => {});
+        await bi.send.delivered(GRACEFUL_DELIVERY_MS);
       }));
     }
     this.#conn.close(code, truncate(reason));

@@ -65,6 +65,24 @@ export class IrohSendStream {
     }
   }
 
+  /**
+   * After {@link finish}: resolves true once the peer has received
+   * everything sent (or stopped the stream), false after `timeoutMs` or if
+   * the connection fails. Closing the connection before that loses what the
+   * peer has not acknowledged yet.
+   */
+  async delivered(timeoutMs: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        this.raw.stopped().then(() => true, () => false),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs)),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Abandons the stream; the peer's reads fail with `STREAM_RESET` and `code`. */
   async reset(code: number): Promise<void> {
     try {

@@ -7,6 +7,7 @@
 
 import { assert, assertEquals, rejection } from "../../assert.ts";
 import { type IrohEndpoint, parseTicket } from "../../../src/transport/iroh/endpoint.ts";
+import type { IrohConnection } from "../../../src/transport/iroh/connection.ts";
 import {
   IrohRpcServer,
   type IrohRpcServerOptions,
@@ -28,13 +29,14 @@ import {
   Priority,
 } from "../../../mod.ts";
 import {
+  freeUdpPort,
   loopbackEndpoint,
   randomKey,
   spawnHealthClient,
   spawnHealthServer,
   within,
 } from "./helpers.ts";
-import { endpointIdOf } from "../../../src/transport/iroh/secret_key.ts";
+import { endpointIdOf, parseSecretKey } from "../../../src/transport/iroh/secret_key.ts";
 import { eventually } from "../../wait.ts";
 import { Observed, testHealth, testVm } from "../../fixtures/test_services.ts";
 import { transportContract } from "../contract.ts";
@@ -277,6 +279,64 @@ Deno.test({
       server.child.kill("SIGKILL");
       await server.child.status;
       await clientEndpoint.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a peer that restarts and dials us is redialled at once, not after the dead-peer timeout; a live one that dials us again is kept",
+  async fn() {
+    const keyHex = Array.from(randomKey(), (b) => b.toString(16).padStart(2, "0")).join("");
+    const peerId = endpointIdOf(parseSecretKey(keyHex, "test"));
+    const port = await freeUdpPort();
+    await using us = await loopbackEndpoint();
+    // Silence alone would take a minute to prove the old connection dead.
+    const client = new IrohRpcClient({
+      endpoint: us,
+      deadPeerTimeoutMs: 60_000,
+      backoff: { initialMs: 50, maxMs: 400 },
+    });
+    const held: IrohConnection[] = [];
+    const accepting = us.acceptLoop({
+      allow: new Set([peerId]),
+      onConnection: (c) => {
+        held.push(c);
+        client.peerConnected(c.remoteId);
+      },
+    });
+    const spawn = () =>
+      spawnHealthServer(keyHex, `127.0.0.1:${port}`, [us.id], [`--dial=${us.ticket()}`]);
+    let server = await spawn();
+    try {
+      const channel = client.peer({ id: peerId, directAddresses: [`127.0.0.1:${port}`] });
+      const health = createClient(Health, channel);
+      assertEquals((await health.check({})).agentVersion, "fixture");
+
+      // Alive: it answers the probe, and the connection stays.
+      client.peerConnected(peerId);
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      assert(channel.connected);
+      assertEquals(client.stats.connectionsLost, 0);
+
+      server.child.kill("SIGKILL");
+      await server.child.status;
+      const dialledBefore = held.length;
+      server = await spawn();
+      await eventually("the restarted peer dialled us", () => held.length > dialledBefore, 10_000);
+      await eventually(
+        "a call reaches the restarted peer",
+        () => health.check({}, { deadlineMs: 500 }).then(() => true, () => false),
+        5_000,
+      );
+      assertEquals(client.stats.connectionsLost, 1);
+    } finally {
+      client.close();
+      server.child.kill("SIGKILL");
+      await server.child.status;
+      for (const c of held) c.close(0, "done");
+      await us.close();
+      await accepting;
     }
   },
 });
