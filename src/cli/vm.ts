@@ -50,7 +50,7 @@ import {
   DEFAULT_MEMORY_MIB,
   specOf,
 } from "./vm_args.ts";
-import { resumableWatchError, seconds, type VmGoal, waitForVm } from "./vm_wait.ts";
+import { resumingWatch, seconds, type VmGoal, waitForVm } from "./vm_wait.ts";
 import {
   eventLine,
   nodeName,
@@ -551,46 +551,35 @@ async function watchCommand(r: Run): Promise<number> {
   const timer = Number.isFinite(r.timeoutMs) ? setTimeout(stop, r.timeoutMs) : undefined;
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  let request = {
+  const request = {
     name: r.positionals[0] ?? "",
     ...(nodeId !== undefined ? { nodeId } : {}),
     includeExisting: r.values.existing ?? false,
     fromRevision: fromRevision ?? 0n,
   };
+  let lastRevision = request.fromRevision;
   try {
-    for (;;) {
-      const openedAt = performance.now();
-      try {
-        for await (const event of r.client.watchEvents(request, { signal: abort.signal })) {
-          if (r.values.json) printJson(protoJson(VmEventSchema, event));
-          else console.log(eventLine(event));
-          // Where to go on from if the member ends this call (its deadline).
-          if (event.index > 0n) {
-            request = { ...request, includeExisting: false, fromRevision: event.index };
-          }
-        }
-      } catch (e) {
-        // A node ends a watch at its longest deadline, or cannot serve it for a moment (no
-        // leader confirmed its read): the next call resumes where this one was.
-        if (!interrupted && resumableWatchError(e)) {
-          if ((e as RpcError).code === Code.UNAVAILABLE) {
-            console.error(`${r.name}: ${(e as RpcError).message}; watching again`);
-          }
-          // Not faster than once a second, whatever the member's deadline.
-          await pause(Math.max(0, 1_000 - (performance.now() - openedAt)));
-          continue;
-        }
-        throw e;
-      }
-      if (interrupted) return ExitCode.Ok;
-      throw new CliError(`${r.name}: the member ended the watch`);
+    const events = resumingWatch(r.client, request, abort.signal, {
+      // Not faster than once a second, whatever the member's deadline. A node ends a watch at
+      // its longest deadline, or cannot serve it for a moment (no leader confirmed its read).
+      minIntervalMs: 1_000,
+      onResume: (e) => {
+        if (e.code === Code.UNAVAILABLE) console.error(`${r.name}: ${e.message}; watching again`);
+      },
+    });
+    for await (const event of events) {
+      if (r.values.json) printJson(protoJson(VmEventSchema, event));
+      else console.log(eventLine(event));
+      if (event.index > lastRevision) lastRevision = event.index;
     }
+    if (interrupted) return ExitCode.Ok;
+    throw new CliError(`${r.name}: the member ended the watch`);
   } catch (e) {
     if (interrupted) return ExitCode.Ok;
     if (e instanceof RpcError && e.code === Code.OUT_OF_RANGE) {
       throw new CliError(
         `${r.name}: ${e.message}\n  the cluster no longer has the changes after revision ` +
-          `${request.fromRevision}: start again with --existing`,
+          `${lastRevision}: start again with --existing`,
       );
     }
     throw failed(r, "the watch ended", e);
@@ -599,8 +588,4 @@ async function watchCommand(r: Run): Promise<number> {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
   }
-}
-
-function pause(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

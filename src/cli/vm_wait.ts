@@ -3,7 +3,8 @@
  * the cluster's VM events (`VmService.WatchEvents`), with a progress line for
  * each state it passes through.
  *
- * Owns: {@link waitForVm}, {@link verdictOf} (pure: what one event means for
+ * Owns: {@link waitForVm}, {@link resumingWatch} (a watch that survives a
+ * leader change, for `vm watch` too), {@link verdictOf} (pure: what one event means for
  * a wait), {@link seconds}. Imports the generated VM messages, the typed
  * client's types and this folder's VM formatting.
  *
@@ -183,25 +184,51 @@ export function resumableWatchError(e: unknown): boolean {
 }
 
 /** The events of VM `name`, the existing state first, reopened after a resumable failure. */
-async function* vmEvents(
+function vmEvents(
   client: Client<typeof VmService>,
   name: string,
   signal: AbortSignal,
 ): AsyncGenerator<VmEvent> {
-  let from = 0n;
+  // Not faster than twice a second, however fast the node refuses.
+  return resumingWatch(client, { name, includeExisting: true }, signal, { minIntervalMs: 500 });
+}
+
+/** What {@link resumingWatch} asks: the WatchEvents request's fields. */
+export interface WatchRequest {
+  readonly name: string;
+  readonly nodeId?: bigint;
+  readonly includeExisting: boolean;
+  readonly fromRevision?: bigint;
+}
+
+/**
+ * The events `request` asks for, the watch opened again from the last
+ * revision seen when it fails with a {@link resumableWatchError}, at most
+ * once per `minIntervalMs` (a node that refuses at once is not hammered);
+ * `onResume` hears each such failure. Ends when the node ends the watch
+ * normally; throws any other error, and any error once `signal` is aborted.
+ */
+export async function* resumingWatch(
+  client: Client<typeof VmService>,
+  request: WatchRequest,
+  signal: AbortSignal,
+  options: { minIntervalMs: number; onResume?: (e: RpcError) => void },
+): AsyncGenerator<VmEvent> {
+  let current = request;
   for (;;) {
     const openedAt = performance.now();
     try {
-      const request = from > 0n ? { name, fromRevision: from } : { name, includeExisting: true };
-      for await (const event of client.watchEvents(request, { signal })) {
-        if (event.index > from) from = event.index;
+      for await (const event of client.watchEvents(current, { signal })) {
+        if (event.index > (current.fromRevision ?? 0n)) {
+          current = { ...current, includeExisting: false, fromRevision: event.index };
+        }
         yield event;
       }
       return;
     } catch (e) {
       if (signal.aborted || !resumableWatchError(e)) throw e;
-      // Not faster than twice a second, however fast the node refuses.
-      const waitMs = Math.max(100, 500 - (performance.now() - openedAt));
+      options.onResume?.(e as RpcError);
+      const waitMs = Math.max(100, options.minIntervalMs - (performance.now() - openedAt));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, waitMs);
         signal.addEventListener("abort", done, { once: true });
@@ -211,6 +238,7 @@ async function* vmEvents(
           resolve();
         }
       });
+      if (signal.aborted) throw e;
     }
   }
 }

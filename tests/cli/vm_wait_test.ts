@@ -5,9 +5,22 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { assertEquals } from "../assert.ts";
-import { VmEventKind, VmEventSchema, VmState } from "../../src/rpc/gen/blixard/v1/vm_pb.ts";
-import { type Verdict, verdictOf, type VmGoal } from "../../src/cli/vm_wait.ts";
+import { assertEquals, rejection } from "../assert.ts";
+import { Code, RpcError } from "../../src/rpc/errors.ts";
+import type { Client } from "../../src/rpc/services.ts";
+import {
+  VmEventKind,
+  VmEventSchema,
+  type VmService,
+  VmState,
+} from "../../src/rpc/gen/blixard/v1/vm_pb.ts";
+import {
+  resumingWatch,
+  type Verdict,
+  verdictOf,
+  type VmGoal,
+  type WatchRequest,
+} from "../../src/cli/vm_wait.ts";
 
 function event(kind: VmEventKind, state: VmState) {
   return create(VmEventSchema, { kind, vm: { spec: { name: "web" }, status: { state } } });
@@ -47,4 +60,42 @@ Deno.test("a wait ends on the state asked for, on a VM that ended otherwise, LOS
       `${goal}: ${VmEventKind[kind]} ${VmState[state]}`,
     );
   }
+});
+
+Deno.test("a watch that a node cannot serve for a moment is opened again after the last revision seen, and other errors end it", async () => {
+  // A scripted client: each call answers from its script, and records what it was asked.
+  const asked: WatchRequest[] = [];
+  const scripts: (readonly (bigint | RpcError)[])[] = [
+    [1n, 2n, new RpcError(Code.UNAVAILABLE, "no leader confirmed the read in time")],
+    [3n, new RpcError(Code.DEADLINE_EXCEEDED, "the node ended the call")],
+    [4n, new RpcError(Code.OUT_OF_RANGE, "compacted")],
+  ];
+  const client = {
+    async *watchEvents(request: WatchRequest) {
+      asked.push({ ...request });
+      for (const step of scripts[asked.length - 1] ?? []) {
+        if (step instanceof RpcError) throw step;
+        yield create(VmEventSchema, { index: step, kind: VmEventKind.STATUS_CHANGED });
+      }
+    },
+  } as unknown as Client<typeof VmService>;
+  const resumed: Code[] = [];
+  const seen: bigint[] = [];
+  const error = await rejection(RpcError, async () => {
+    const events = resumingWatch(
+      client,
+      { name: "web", includeExisting: true },
+      new AbortController().signal,
+      { minIntervalMs: 0, onResume: (e) => resumed.push(e.code) },
+    );
+    for await (const event of events) seen.push(event.index);
+  });
+  assertEquals(seen, [1n, 2n, 3n, 4n]);
+  assertEquals(resumed, [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED]);
+  assertEquals(error.code, Code.OUT_OF_RANGE);
+  assertEquals(asked, [
+    { name: "web", includeExisting: true },
+    { name: "web", includeExisting: false, fromRevision: 2n },
+    { name: "web", includeExisting: false, fromRevision: 3n },
+  ]);
 });
