@@ -67,12 +67,13 @@ export async function procStat(pid: number): Promise<ProcStat | undefined> {
 /**
  * True for the errors reading a process's /proc files gives once it is gone:
  * NotFound, or ESRCH when it exited between the open and the read. Deno
- * gives ESRCH as a plain Error with no code, "No such process (os error 3)".
+ * gives ESRCH as a plain Error with no code: "No such process (os error 3)",
+ * followed by ": readfile '/proc/…/stat'" when it comes from readTextFile.
  */
 export function processGone(e: unknown): boolean {
   return e instanceof Deno.errors.NotFound ||
     (e instanceof Error && ((e as { code?: string }).code === "ESRCH" ||
-      /\(os error 3\)$/.test(e.message)));
+      /\(os error 3\)(:|$)/.test(e.message)));
 }
 
 /** The identity of the process `pid` names now, or `undefined` if there is none. */

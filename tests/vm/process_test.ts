@@ -127,6 +127,8 @@ Deno.test("a process that exits between the open and the read of its /proc file 
   await child.status;
   const error = await rejection(Error, () => file.read(new Uint8Array(1024)));
   assert(processGone(error), `not taken for a gone process: ${error}`);
+  // The same error as Deno.readTextFile words it (seen in a reconciler test).
+  assert(processGone(new Error("No such process (os error 3): readfile '/proc/20692/stat'")));
   assert(!processGone(new Error("Permission denied (os error 13)")));
 });
 
