@@ -326,6 +326,8 @@ export class PeerChannel implements CallTransport {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #lastUsedAt = 0;
   #closed = false;
+  /** A {@link peerConnected} probe is waiting for its answer. */
+  #probing = false;
 
   constructor(peerId: string, target: PeerTarget, options: ChannelOptions, stats: IrohClientStats) {
     this.peerId = peerId;
@@ -470,10 +472,13 @@ export class PeerChannel implements CallTransport {
   /** See {@link IrohRpcClient.peerConnected}. */
   peerConnected(): void {
     const session = this.#session;
-    if (session === null) return;
+    // One probe at a time: a peer that reconnects in a loop costs one heartbeat per 500 ms.
+    if (session === null || this.#probing) return;
+    this.#probing = true;
     const sentAt = performance.now();
     this.#heartbeat(session);
     const timer = setTimeout(() => {
+      this.#probing = false;
       if (this.#session !== session || session.lastReceivedAt >= sentAt) return;
       const reason =
         `no answer within ${PEER_CONNECTED_PROBE_MS} ms after the peer connected anew: it restarted`;
