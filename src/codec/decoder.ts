@@ -15,6 +15,7 @@
  */
 
 import { ProtocolError } from "./errors.ts";
+import type { ByteReader } from "./varint.ts";
 import {
   DEFAULT_MAX_FRAME_BYTES,
   type Frame,
@@ -45,6 +46,53 @@ interface PendingHeader extends FrameHeader {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * A frame as the decoder returns it. The payload stays where it was received
+ * and the `payload` view of it is made the first time it is read: on a
+ * heartbeat, making that view costs as much as decoding the frame, and a Raft
+ * frame never needs it (`decodeRaftFrame` reads the bytes in place). Its own
+ * fields are exactly a {@link FrameHeader}'s; `payload` is an accessor, so a
+ * spread copy (`{ ...frame }`) carries the header only.
+ */
+export class ReceivedFrame implements Frame {
+  readonly #bytes: Uint8Array;
+  readonly #start: number;
+  readonly #end: number;
+  #payload: Uint8Array | null = null;
+
+  constructor(
+    readonly type: FrameType,
+    readonly flags: number,
+    readonly priority: Priority,
+    readonly method: number,
+    readonly requestId: bigint,
+    readonly deadlineMs: number,
+    bytes: Uint8Array,
+    start: number,
+    end: number,
+  ) {
+    this.#bytes = bytes;
+    this.#start = start;
+    this.#end = end;
+  }
+
+  get payload(): Uint8Array {
+    if (this.#payload === null) {
+      this.#payload = this.#start === this.#end
+        ? EMPTY
+        : this.#start === 0 && this.#end === this.#bytes.length
+        ? this.#bytes
+        : this.#bytes.subarray(this.#start, this.#end);
+    }
+    return this.#payload;
+  }
+
+  /** Points `reader` at the payload where it lies, without making a view of it. */
+  readPayload(reader: ByteReader): ByteReader {
+    return reader.reset(this.#bytes, this.#start, this.#end);
+  }
+}
 
 /**
  * Decodes a byte stream into frames.
@@ -140,15 +188,17 @@ export class FrameDecoder {
           type >= 1 && type <= 7 && (first[at + 4]! & RESERVED_FLAGS_MASK) === 0 &&
           first[at + 5]! <= 4
         ) {
-          const frame: Frame = {
-            type: type as FrameType,
-            flags: first[at + 4]!,
-            priority: first[at + 5] as Priority,
-            method: (first[at + 6]! << 8) | first[at + 7]!,
-            requestId: readU64(first, at + 8),
-            deadlineMs: readU32(first, at + 20),
-            payload: length === 0 ? EMPTY : first.subarray(at + FRAME_HEADER_BYTES, end),
-          };
+          const frame = new ReceivedFrame(
+            type as FrameType,
+            first[at + 4]!,
+            first[at + 5] as Priority,
+            (first[at + 6]! << 8) | first[at + 7]!,
+            readU64(first, at + 8),
+            readU32(first, at + 20),
+            first,
+            at + FRAME_HEADER_BYTES,
+            end,
+          );
           this.#buffered -= end - at;
           if (end === first.length) {
             this.#dropHead();
@@ -184,15 +234,18 @@ export class FrameDecoder {
     const length = header.payloadLength;
     if (this.#buffered < length) return null;
     this.#header = null;
-    return {
-      type: header.type,
-      flags: header.flags,
-      priority: header.priority,
-      method: header.method,
-      requestId: header.requestId,
-      deadlineMs: header.deadlineMs,
-      payload: this.#take(length),
-    };
+    const payload = this.#take(length);
+    return new ReceivedFrame(
+      header.type,
+      header.flags,
+      header.priority,
+      header.method,
+      header.requestId,
+      header.deadlineMs,
+      payload,
+      0,
+      payload.length,
+    );
   }
 
   /** Decodes every whole frame of `chunk` plus what was buffered before. */

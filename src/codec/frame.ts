@@ -117,7 +117,9 @@ export interface FrameHeader {
 export interface Frame extends FrameHeader {
   /**
    * The payload bytes. May be a view into the buffer the decoder was given;
-   * copy it if you keep it longer than that buffer.
+   * copy it if you keep it longer than that buffer. On a frame from
+   * {@link FrameDecoder} it is an accessor that makes the view when first read,
+   * so a spread copy (`{ ...frame }`) carries the header fields only.
    */
   readonly payload: Uint8Array;
 }

@@ -32,6 +32,7 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 import { ByteReader, MAX_VARINT_BYTES, putUvarint } from "./varint.ts";
+import { ReceivedFrame } from "./decoder.ts";
 import { RAFT_SERVICE_ID } from "../names.ts";
 
 /** Service id of Raft in the frame header's method field (high byte). */
@@ -539,7 +540,9 @@ const reader = new ByteReader("raft");
 const MIN_ENTRY_BYTES = 4;
 
 /**
- * Decodes one Raft message from its payload bytes.
+ * Decodes one Raft message from its payload bytes, `payload[start..end)`
+ * (all of it by default). Byte fields (entry data, snapshot data) are views
+ * into `payload`.
  * @throws {ProtocolError} with code `TRUNCATED`, `UNKNOWN_MESSAGE_KIND`,
  *   `VALUE_OUT_OF_RANGE` or `TRAILING_BYTES`.
  *
@@ -551,8 +554,15 @@ const MIN_ENTRY_BYTES = 4;
  * if (msg.kind === RaftMessageKind.TimeoutNow) console.log(msg.term); // 9
  * ```
  */
-export function decodeRaftMessage(payload: Uint8Array): RaftMessage {
-  const r = reader.reset(payload);
+export function decodeRaftMessage(
+  payload: Uint8Array,
+  start = 0,
+  end = payload.length,
+): RaftMessage {
+  return decodeFrom(reader.reset(payload, start, end));
+}
+
+function decodeFrom(r: ByteReader): RaftMessage {
   const kind = r.u8("kind") as RaftMessageKind;
   if (kind < 1 || kind > 13) {
     throw new ProtocolError(
@@ -691,7 +701,10 @@ export function decodeRaftFrame(frame: Frame): RaftMessage {
       { field: "method", value: frame.method },
     );
   }
-  const msg = decodeRaftMessage(frame.payload);
+  // A frame fresh from the decoder is read where it was received, without a view.
+  const msg = decodeFrom(
+    frame instanceof ReceivedFrame ? frame.readPayload(reader) : reader.reset(frame.payload),
+  );
   if ((frame.method & 0xff) !== msg.kind) {
     throw new ProtocolError(
       "VALUE_OUT_OF_RANGE",

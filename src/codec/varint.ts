@@ -55,6 +55,8 @@ const POW7: readonly number[] = Array.from({ length: MAX_VARINT_BYTES }, (_, i) 
 /** Reads fields from one message's bytes; every read is bounds-checked. */
 export class ByteReader {
   bytes: Uint8Array = EMPTY;
+  /** Where the message starts in {@link bytes}; error messages count from here. */
+  start = 0;
   pos = 0;
   end = 0;
   readonly #what: string;
@@ -65,13 +67,16 @@ export class ByteReader {
   }
 
   /**
-   * Points the reader at `bytes` from the start. Decoders keep one reader and
-   * reset it per message: decoding is synchronous, so it is never shared.
+   * Points the reader at the message in `bytes[start..end)` (all of `bytes` by
+   * default). A range spares the caller a view of a larger buffer: on a
+   * heartbeat, making that view costs as much as decoding it. Decoders keep one
+   * reader and reset it per message: decoding is synchronous, so it is never shared.
    */
-  reset(bytes: Uint8Array): this {
+  reset(bytes: Uint8Array, start = 0, end = bytes.length): this {
     this.bytes = bytes;
-    this.pos = 0;
-    this.end = bytes.length;
+    this.start = start;
+    this.pos = start;
+    this.end = end;
     return this;
   }
 
@@ -152,7 +157,8 @@ export class ByteReader {
   truncated(field: string): ProtocolError {
     return new ProtocolError(
       "TRUNCATED",
-      `${this.#what}: message ends inside ${field} (at byte ${this.pos} of ${this.end})`,
+      `${this.#what}: message ends inside ${field} ` +
+        `(at byte ${this.pos - this.start} of ${this.end - this.start})`,
       { field },
     );
   }

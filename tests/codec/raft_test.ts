@@ -307,6 +307,67 @@ Deno.test("a hostile entry count is refused without allocating for it", () => {
   assertEquals(t.field, "entry data");
 });
 
+Deno.test("a Raft frame is decoded where it lies in a chunk: never past its own payload, errors counted from it", () => {
+  const header = {
+    type: FrameType.Request,
+    flags: FLAG_LAST,
+    priority: Priority.Heartbeat,
+    method: 0x0600 | K.Heartbeat,
+    requestId: 0n,
+    deadlineMs: 0,
+  };
+  const hb = encodeRaftMessage({
+    kind: K.Heartbeat,
+    from: 1,
+    to: 2,
+    term: 3,
+    commit: 300,
+    readContext: 0,
+  });
+  const append = encodeRaftMessage({
+    kind: K.AppendEntriesRequest,
+    from: 1,
+    to: 2,
+    term: 3,
+    prevLogIndex: 9,
+    prevLogTerm: 3,
+    leaderCommit: 9,
+    entries: [{ index: 10, term: 3, kind: EntryKind.Normal, data: new Uint8Array([7, 8, 9]) }],
+  });
+  // A heartbeat cut two bytes short, then a whole one: the cut message must not
+  // borrow the next frame's bytes to complete itself.
+  const chunk = concat([
+    framed({ kind: K.TimeoutNow, from: 1, to: 2, term: 3 }),
+    encodeFrame(header, hb.subarray(0, hb.length - 2)),
+    encodeFrame(header, hb),
+  ]);
+  const decoder = new FrameDecoder();
+  decoder.push(chunk);
+  assertEquals(decodeRaftFrame(decoder.next()!).kind, K.TimeoutNow);
+  const e = errorOf(() => decodeRaftFrame(decoder.next()!));
+  assertEquals(e.code, "TRUNCATED");
+  assert(e.message.endsWith(`inside commit (at byte 4 of ${hb.length - 2})`), e.message);
+  const whole = decoder.next()!;
+  assertEquals(plain(decodeRaftFrame(whole)), plain(decodeRaftMessage(hb)));
+  assertEquals(Array.from(whole.payload), Array.from(hb));
+
+  // Entry data is a view of the chunk received, not a copy.
+  const second = concat([
+    framed({ kind: K.TimeoutNow, from: 1, to: 2, term: 3 }),
+    encodeFrame({
+      ...header,
+      priority: Priority.LogAppend,
+      method: 0x0600 | K.AppendEntriesRequest,
+    }, append),
+  ]);
+  decoder.push(second);
+  decoder.next();
+  const msg = decodeRaftFrame(decoder.next()!);
+  assert(msg.kind === K.AppendEntriesRequest);
+  assertEquals(Array.from(msg.entries[0]!.data), [7, 8, 9]);
+  assert(msg.entries[0]!.data.buffer === second.buffer, "entry data was copied");
+});
+
 Deno.test("a frame whose method disagrees with its payload is refused", () => {
   const payload = encodeRaftMessage({ kind: K.TimeoutNow, from: 1, to: 2, term: 3 });
   const header = {
