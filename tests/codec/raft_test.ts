@@ -45,6 +45,18 @@ function decodeStream(chunks: readonly Uint8Array[]): RaftMessage[] {
   return out;
 }
 
+/** A heartbeat whose commit index takes two varint bytes. */
+function heartbeatBytes(): Uint8Array {
+  return encodeRaftMessage({
+    kind: K.Heartbeat,
+    from: 1,
+    to: 2,
+    term: 3,
+    commit: 300,
+    readContext: 0,
+  });
+}
+
 function errorOf(fn: () => unknown): ProtocolError {
   return thrown(ProtocolError, fn);
 }
@@ -238,14 +250,7 @@ Deno.test("integers up to 2^53-1 round-trip; larger ones are refused on both sid
 });
 
 Deno.test("malformed Raft payloads become typed errors that name the field", () => {
-  const hb = encodeRaftMessage({
-    kind: K.Heartbeat,
-    from: 1,
-    to: 2,
-    term: 3,
-    commit: 300,
-    readContext: 0,
-  });
+  const hb = heartbeatBytes();
   let e = errorOf(() => decodeRaftMessage(new Uint8Array([99, 1, 2, 3])));
   assertEquals(e.code, "UNKNOWN_MESSAGE_KIND");
   assert(e.message.includes("kind 99"), e.message);
@@ -316,14 +321,7 @@ Deno.test("a Raft frame is decoded where it lies in a chunk: never past its own 
     requestId: 0n,
     deadlineMs: 0,
   };
-  const hb = encodeRaftMessage({
-    kind: K.Heartbeat,
-    from: 1,
-    to: 2,
-    term: 3,
-    commit: 300,
-    readContext: 0,
-  });
+  const hb = heartbeatBytes();
   const append = encodeRaftMessage({
     kind: K.AppendEntriesRequest,
     from: 1,
