@@ -13,6 +13,7 @@ import { ConfigError } from "../config/mod.ts";
 import { MetricsServerError } from "../metrics/server.ts";
 import { SecretKeyError } from "../transport/iroh/secret_key.ts";
 import { IrohError } from "../transport/iroh/errors.ts";
+import { GrpcTransportError } from "../transport/grpc/errors.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { CALL_OPTIONS, callCommand, HEALTH_HELP, STATUS_HELP } from "./call.ts";
 import { CLUSTER_COMMAND } from "./cluster.ts";
@@ -150,7 +151,7 @@ function report(e: unknown): number {
   }
   if (
     e instanceof ConfigError || e instanceof SecretKeyError || e instanceof IrohError ||
-    e instanceof MetricsServerError
+    e instanceof MetricsServerError || e instanceof GrpcTransportError && e.code === "BIND_FAILED"
   ) {
     console.error(`blixard: ${e.message}`);
     return ExitCode.Failure;

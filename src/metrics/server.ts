@@ -22,7 +22,7 @@
  * @module
  */
 
-import { parseHostPort } from "../util/address.ts";
+import { parseHostPort, whyNotBound } from "../util/address.ts";
 import type { Logger } from "../util/log.ts";
 
 /** Codes of {@link MetricsServerError}. */
@@ -118,13 +118,10 @@ export class MetricsServer {
         },
       }, (request) => answer(request, handlers));
     } catch (e) {
-      const why = e instanceof Deno.errors.AddrInUse
-        ? "the address is in use (another process, or another node on this host, holds the port); choose another port, or set [metrics] enabled = false"
-        : e instanceof Deno.errors.AddrNotAvailable
-        ? "no interface of this host has that address"
-        : e instanceof Deno.errors.PermissionDenied
-        ? "permission denied (ports below 1024 need privileges)"
-        : (e as Error).message;
+      const why = whyNotBound(e) +
+        (e instanceof Deno.errors.AddrInUse
+          ? "; choose another port, or set [metrics] enabled = false"
+          : "");
       throw new MetricsServerError(
         "BIND_FAILED",
         `metrics.bind = "${bind}": cannot listen: ${why}`,

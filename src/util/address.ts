@@ -3,7 +3,7 @@
  * host a DNS name, an IPv4 address or a bracketed IPv6 address.
  *
  * Owns: parsing and classifying those strings (is it an IP literal, is it
- * loopback). Pure functions; imports nothing.
+ * loopback), and saying why a bind failed. Pure functions; imports nothing.
  *
  * @module
  */
@@ -84,4 +84,30 @@ export function isLoopback(address: HostPort): boolean {
     case "ipv6":
       return new URL(`http://[${address.host}]/`).hostname === "[::1]";
   }
+}
+
+/**
+ * Why a listener could not bind, in words an operator can act on. Reads both
+ * Deno's error classes (`Deno.serve`, `Deno.listen`) and Node's error codes
+ * (`node:net`, as grpc-js listens).
+ *
+ * @example
+ * ```ts
+ * import { whyNotBound } from "./address.ts";
+ * whyNotBound(Object.assign(new Error("listen EADDRINUSE"), { code: "EADDRINUSE" }));
+ * // "the address is in use (another process, or another node on this host, holds the port)"
+ * ```
+ */
+export function whyNotBound(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
+    return "the address is in use (another process, or another node on this host, holds the port)";
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable || code === "EADDRNOTAVAIL") {
+    return "no interface of this host has that address";
+  }
+  if (error instanceof Deno.errors.PermissionDenied || code === "EACCES") {
+    return "permission denied (ports below 1024 need privileges)";
+  }
+  return error instanceof Error ? error.message : String(error);
 }

@@ -135,6 +135,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a gRPC port another process holds stops the node at start with one line naming the key",
+  async fn() {
+    const { dir, config } = await setup();
+    const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (holder.addr as Deno.NetAddr).port;
+    try {
+      await Deno.writeTextFile(
+        config,
+        (await Deno.readTextFile(config)).replace('mode = "iroh"', 'mode = "grpc"') +
+          `\n[grpc]\nbind = "127.0.0.1:${port}"\n`,
+      );
+      const r = await blixard("node", "--config", config);
+      assertEquals(r.code, 1, r.stderr);
+      assertEquals(
+        r.stderr.trimEnd().split("\n").at(-1),
+        `blixard: grpc.bind = "127.0.0.1:${port}": cannot listen: the address is in use ` +
+          `(another process, or another node on this host, holds the port); choose another port`,
+      );
+      assert(!r.stderr.includes("unexpected error"), r.stderr);
+      assertEquals(r.stdout, "");
+    } finally {
+      holder.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "config check prints the effective config, or every error with exit status 1",
   async fn() {
     const { dir, config } = await setup();

@@ -48,7 +48,7 @@ import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { decodeRaftMessage, type RaftMessage } from "../../codec/raft.ts";
-import { type HostPort, isLoopback, parseHostPort } from "../../util/address.ts";
+import { type HostPort, isLoopback, parseHostPort, whyNotBound } from "../../util/address.ts";
 import { RaftAckSchema, RaftEnvelopeSchema } from "../../rpc/gen/blixard/v1/raft_pb.ts";
 import {
   type CallObserver,
@@ -307,7 +307,8 @@ export class GrpcRpcServer {
       server.forceShutdown();
       throw new GrpcTransportError(
         "BIND_FAILED",
-        `grpc: cannot listen on ${this.#bind}: ${(e as Error).message}`,
+        `grpc.bind = "${this.#bind}": cannot listen: ${whyNotBound(e)}` +
+          ((e as { code?: unknown }).code === "EADDRINUSE" ? "; choose another port" : ""),
         { cause: e },
       );
     }
