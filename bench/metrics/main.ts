@@ -28,6 +28,7 @@ import { createClient } from "../../src/rpc/client.ts";
 import { Health, Status } from "../../src/rpc/services.ts";
 import { GrpcChannel } from "../../src/transport/grpc/client.ts";
 import { silentLogger } from "../../src/util/log.ts";
+import { freeTcpPort } from "../../tests/ports.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -42,13 +43,6 @@ function summary(samples: number[]): { p50: number; p99: number; mean: number } 
   const sorted = [...samples].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
   return { p50: at(0.5), p99: at(0.99), mean: sorted.reduce((a, b) => a + b, 0) / sorted.length };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function config(dir: string, grpcPort: number, metricsPort: number): string {
@@ -89,7 +83,7 @@ type Row = { p50: number; p99: number; mean: number };
 
 async function roundTrips(): Promise<{ rows: Record<string, Row>; metricsBytes: number }> {
   const dir = await Deno.makeTempDir({ prefix: "blixard-bench-metrics-" });
-  const [grpcPort, metricsPort] = [freePort(), freePort()];
+  const [grpcPort, metricsPort] = [freeTcpPort(), freeTcpPort()];
   await Deno.writeTextFile(`${dir}/node.toml`, config(dir, grpcPort, metricsPort));
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${root}src/cli/main.ts`, "node", "--config", `${dir}/node.toml`],
@@ -125,7 +119,7 @@ async function roundTrips(): Promise<{ rows: Record<string, Row>; metricsBytes: 
 
 async function handlers(): Promise<Record<string, Row>> {
   const dir = await Deno.makeTempDir({ prefix: "blixard-bench-metrics-" });
-  const [grpcPort, metricsPort] = [freePort(), freePort()];
+  const [grpcPort, metricsPort] = [freeTcpPort(), freeTcpPort()];
   const agent = await Agent.start(
     configOrThrow(parseConfig(config(dir, grpcPort, metricsPort))),
     silentLogger,

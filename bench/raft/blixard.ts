@@ -26,7 +26,7 @@ import {
 } from "../../src/transport/iroh/mod.ts";
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
 import type { CallTransport } from "../../src/rpc/client.ts";
-import { freeTcpPort } from "../../tests/cli/helpers.ts";
+import { freeTcpPort } from "../../tests/ports.ts";
 import { within } from "../../tests/wait.ts";
 import { type Server, spawnServer } from "./children.ts";
 import type { PutFn } from "./load.ts";

@@ -16,7 +16,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import { freeTcpPort } from "../../tests/cli/helpers.ts";
+import { freeTcpPort } from "../../tests/ports.ts";
 import { type Server, spawnServer } from "./children.ts";
 import type { PutFn } from "./load.ts";
 import { benchValue, type ClusterUnderTest, keyOf } from "./system.ts";

@@ -7,11 +7,11 @@
  * only the Iroh key helpers, to write node keys and tickets.
  */
 
-import { createSocket } from "node:dgram";
 import { assert } from "../assert.ts";
 import { toTicket } from "../../src/transport/iroh/endpoint.ts";
 import { endpointIdOf, loadOrCreateSecretKey } from "../../src/transport/iroh/secret_key.ts";
 import { blixard, freeTcpPort, operatorDir, type RunningNode, startNode } from "./helpers.ts";
+import { freeUdpPort } from "../ports.ts";
 
 /** One node of a test cluster. */
 export interface TestNode {
@@ -41,16 +41,6 @@ export interface TestCluster extends AsyncDisposable {
   start(id: number): Promise<void>;
   /** Stops node `id` (SIGTERM) and waits until it exited. */
   stop(id: number): Promise<void>;
-}
-
-/** A free UDP port on 127.0.0.1 (free when asked; the node binds it at once). */
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket("udp4");
-  const port = await new Promise<number>((resolve) =>
-    socket.bind(0, "127.0.0.1", () => resolve(socket.address().port))
-  );
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
 }
 
 /**

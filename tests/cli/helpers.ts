@@ -10,6 +10,7 @@
 
 import { assertEquals } from "../assert.ts";
 import { assertDocumented, jsonDoc } from "./json_doc.ts";
+export { freeTcpPort } from "../ports.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const main = `${root}src/cli/main.ts`;
@@ -138,14 +139,6 @@ export async function operatorDir(): Promise<{ dir: string; opKey: string; opera
   const gen = await blixard(["key", "generate", "--file", opKey, "--json"]);
   assertEquals(gen.code, 0, gen.stderr);
   return { dir, opKey, operatorId: JSON.parse(gen.stdout).endpointId as string };
-}
-
-/** A TCP port nothing listens on right now. */
-export function freeTcpPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /**

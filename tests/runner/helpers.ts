@@ -3,7 +3,6 @@
  * mode, agents on loopback, and a dual client to call them.
  */
 
-import { createSocket } from "node:dgram";
 export { eventually } from "../wait.ts";
 import { type AgentConfig, configOrThrow, parseConfig } from "../../src/config/mod.ts";
 import { Agent } from "../../src/node/agent.ts";
@@ -14,19 +13,8 @@ import { createEndpoint, type IrohEndpoint } from "../../src/transport/iroh/endp
 import { IrohRpcClient } from "../../src/transport/iroh/rpc_client.ts";
 import { endpointIdOf } from "../../src/transport/iroh/secret_key.ts";
 import { silentLogger } from "../../src/util/log.ts";
-
-/** A free TCP port and a free UDP port on 127.0.0.1 (free when asked; tests use them at once). */
-export async function freePorts(): Promise<{ tcp: number; udp: number }> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const tcp = (l.addr as Deno.NetAddr).port;
-  l.close();
-  const socket = createSocket("udp4");
-  const udp = await new Promise<number>((resolve) =>
-    socket.bind(0, "127.0.0.1", () => resolve(socket.address().port))
-  );
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return { tcp, udp };
-}
+import { freePorts } from "../ports.ts";
+export { freePorts };
 
 /** What varies between the test configs. */
 export interface NodeSpec {

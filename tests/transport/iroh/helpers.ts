@@ -6,10 +6,10 @@
  * @module
  */
 
-import dgram from "node:dgram";
 export { within } from "../../wait.ts";
 import { firstMatch, within } from "../../wait.ts";
 import { createEndpoint, type IrohEndpoint } from "../../../src/transport/iroh/mod.ts";
+export { freeUdpPort } from "../../ports.ts";
 
 /** A fresh random 32-byte secret key. */
 export function randomKey(): Uint8Array {
@@ -98,22 +98,4 @@ export async function spawnHealthClient(
     "the client process to connect",
   );
   return child;
-}
-
-/** A UDP port free on both 127.0.0.1 and ::1 right now. */
-export async function freeUdpPort(): Promise<number> {
-  for (;;) {
-    const v4 = dgram.createSocket("udp4");
-    const port = await new Promise<number>((resolve) =>
-      v4.bind(0, "127.0.0.1", () => resolve(v4.address().port))
-    );
-    const v6 = dgram.createSocket("udp6");
-    const free = await new Promise<boolean>((resolve) => {
-      v6.once("error", () => resolve(false));
-      v6.bind(port, "::1", () => resolve(true));
-    });
-    await new Promise((resolve) => v4.close(() => resolve(undefined)));
-    if (free) await new Promise((resolve) => v6.close(() => resolve(undefined)));
-    if (free) return port;
-  }
 }
