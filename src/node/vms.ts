@@ -91,6 +91,12 @@ const MAX_PENDING_REPORTS = 10_000;
 const LOST_CHECK_MS = 1_000;
 const REPORT_BACKOFF_MIN_MS = 200;
 const REPORT_BACKOFF_MAX_MS = 5_000;
+/**
+ * How long a create that fits nowhere waits while members have not announced
+ * what they offer (right after a cluster starts), ms; and how often it looks.
+ */
+const ANNOUNCE_WAIT_MS = 5_000;
+const ANNOUNCE_POLL_MS = 50;
 
 /** The VMs of this node, and on the leader, of the cluster. */
 export class VmNode {
@@ -241,22 +247,47 @@ export class VmNode {
 
   /**
    * Creates a VM on the leader: places it and proposes it, serialized with
-   * other placements.
+   * other placements. While no node fits and some member has not announced
+   * what it offers yet (a cluster that just started), it waits for them, up
+   * to {@link ANNOUNCE_WAIT_MS} and `deadline` (`Date.now()` ms), rather than
+   * refuse a create that fits once they have.
    *
    * @throws {ConsensusError} NOT_LEADER on another node.
    * @throws {PlacementError} when no node can take it.
    */
-  create(spec: VmSpec): ReturnType<ConsensusPort["propose"]> {
-    return this.#serialized(() => {
-      const state = this.#leaderState();
-      const nodeId = this.#place(state, spec);
-      return this.#o.port.propose({
-        kind: "vm_create",
-        spec,
-        nodeId,
-        atMs: this.#clock.now(),
-      });
-    });
+  async create(spec: VmSpec, deadline = Infinity): ReturnType<ConsensusPort["propose"]> {
+    const waitUntil = this.#clock.now() + ANNOUNCE_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.#serialized(() => {
+          const state = this.#leaderState();
+          const nodeId = this.#place(state, spec);
+          return this.#o.port.propose({
+            kind: "vm_create",
+            spec,
+            nodeId,
+            atMs: this.#clock.now(),
+          });
+        });
+      } catch (e) {
+        const wait = e instanceof PlacementError && this.#unannounced().length > 0 &&
+          this.#clock.now() + ANNOUNCE_POLL_MS < waitUntil &&
+          Date.now() + ANNOUNCE_POLL_MS < deadline && !this.#closed;
+        if (!wait) throw e;
+        await new Promise<void>((resolve) => this.#clock.after(ANNOUNCE_POLL_MS, resolve));
+      }
+    }
+  }
+
+  /**
+   * Members (voters and learners) that have not announced what they offer:
+   * no record, or one without capacity (a record written from the config's
+   * peers has addresses only; an announced one has at least 1 vcpu).
+   */
+  #unannounced(): number[] {
+    const state = this.#o.state();
+    const status = this.#o.port.status();
+    return [...status.voters, ...status.learners].filter((id) => !state?.member(id)?.vcpus);
   }
 
   /**

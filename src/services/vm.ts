@@ -40,8 +40,11 @@ import {
 
 /** What the Vm service needs of the node's VM half (src/node/vms.ts). */
 export interface VmPort {
-  /** Places and proposes a new VM (leader only: NOT_LEADER elsewhere). */
-  create(spec: VmSpec): Promise<ApplyResult>;
+  /**
+   * Places and proposes a new VM (leader only: NOT_LEADER elsewhere); waits up
+   * to `deadline` (`Date.now()` ms) for members that have not announced yet.
+   */
+  create(spec: VmSpec, deadline?: number): Promise<ApplyResult>;
   /** Sets a VM's desired state (leader only). */
   setDesired(name: string, desired: VmDesiredState, force: boolean): Promise<ApplyResult>;
   /** Proposes a node's reports (leader only). */
@@ -138,7 +141,9 @@ export function vmService(o: VmServiceOptions): ServiceImpl<typeof VmService> {
       }
       return change(
         what,
-        async (): Promise<VmAnswer> => ({ vm: vmOf(what, await vms(what).create(spec)) }),
+        async (): Promise<VmAnswer> => ({
+          vm: vmOf(what, await vms(what).create(spec, ctx.deadline ?? undefined)),
+        }),
         (c) => c.create(req, deadlineOf(ctx.deadline)),
       );
     },

@@ -44,6 +44,8 @@ export interface ClusterSpec {
    * `certFile`/`keyFile`, the test's clients trust `caFile`.
    */
   readonly grpcTls?: { certFile: string; keyFile: string; caFile: string };
+  /** The nodes {@link TestCluster.start} starts; default all (the others are configured, not run). */
+  readonly started?: readonly number[];
 }
 
 /** A node's ports. */
@@ -95,7 +97,7 @@ export class TestCluster implements AsyncDisposable {
     this.spec = spec;
   }
 
-  /** Writes every node's key and config, and starts them all. */
+  /** Writes every node's key and config, and starts them (all, unless `spec.started` says). */
   static async start(spec: ClusterSpec): Promise<TestCluster> {
     const c = new TestCluster(spec);
     const homes = [];
@@ -123,7 +125,8 @@ export class TestCluster implements AsyncDisposable {
       await Deno.writeTextFile(configFile, c.configText(h, peers, true));
       c.nodes.push(c.#node(h, configFile));
     }
-    await Promise.all(c.nodes.map((n) => c.startNode(n.id)));
+    const started = spec.started ?? c.nodes.map((n) => n.id);
+    await Promise.all(started.map((id) => c.startNode(id)));
     return c;
   }
 

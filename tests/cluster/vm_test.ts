@@ -256,6 +256,33 @@ Deno.test({
 
 Deno.test({
   name:
+    "a create that fits only on a member that has not announced itself yet waits for it, within a bound, instead of failing",
+  ...SANITIZE,
+  async fn() {
+    // Node 3 is a voter in the config but not running: it has announced nothing.
+    await using c = await TestCluster.start({ size: 3, mode: "grpc", started: [1, 2] });
+    const leader = await c.waitForLeader();
+    const vm = c.node(leader).clients.vm;
+    // Pinned to node 3 while it never comes: refused with the placement's
+    // reason once the wait is over, well before the call's deadline.
+    const refused = await rejection(
+      RpcError,
+      () => vm.create({ spec: sleeper("early", { nodeId: 3n }) }, { deadlineMs: 30_000 }),
+    );
+    assertEquals(refused.code, Code.FAILED_PRECONDITION, refused.message);
+    assertMatch(refused.message, /node 3/);
+    // Pinned to node 3 while it starts: created once node 3 has announced.
+    const created = vm.create({ spec: sleeper("late", { nodeId: 3n }) }, { deadlineMs: 30_000 });
+    created.catch(() => {}); // awaited below, after node 3 is started
+    await c.startNode(3);
+    assertEquals((await created).vm?.status?.nodeId, 3n);
+    await waitForState(c, leader, "late", VmState.RUNNING);
+    assertEquals((await vm.list({})).vms.map((v) => v.spec!.name), ["late"]);
+  },
+});
+
+Deno.test({
+  name:
     "a bad spec, a name in use and a VM too big for any node are refused, naming what was wrong, and nothing is created",
   ...SANITIZE,
   async fn() {
