@@ -9,8 +9,8 @@
  * routes without a config edit.
  *
  * Owns: {@link Agent}. Imports config, metrics, services, rpc, the runner,
- * and this folder's principals, inbox, consensus, readiness and metric
- * sources; the command line drives it.
+ * and this folder's principals, inbox, consensus, peer book, announcer,
+ * readiness and metric sources; the command line drives it.
  *
  * @module
  */
@@ -20,7 +20,6 @@ import { AgentMetrics } from "../metrics/registry.ts";
 import { MetricsEndpoint } from "../metrics/server.ts";
 import { createClient } from "../rpc/client.ts";
 import { Code, RpcError } from "../rpc/errors.ts";
-import { JoinRequestSchema } from "../rpc/gen/blixard/v1/cluster_pb.ts";
 import { RpcRouter } from "../rpc/router.ts";
 import {
   type Client,
@@ -33,7 +32,7 @@ import {
   Status,
   Vm,
 } from "../rpc/services.ts";
-import type { DualPeer, PeerAddress } from "../runner/dual_client.ts";
+import type { DualPeer } from "../runner/dual_client.ts";
 import { RaftOutbox } from "../runner/raft_outbox.ts";
 import { DualRunner, type ReloadResult } from "../runner/runner.ts";
 import { clusterService } from "../services/cluster.ts";
@@ -44,16 +43,15 @@ import { monitoringService } from "../services/monitoring.ts";
 import { vmService } from "../services/vm.ts";
 import { type KnownPeer, type MembershipView, statusService } from "../services/status.ts";
 import type { MemberRecord } from "../state/cluster_state.ts";
-import { parseTicket, toTicket } from "../transport/iroh/endpoint.ts";
 import type { Logger } from "../util/log.ts";
-import { parseHostPort } from "../util/address.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { create } from "@bufbuild/protobuf";
 import type { RaftDriver } from "../consensus/driver.ts";
+import { Announcer, dialable, type OwnRecord } from "./announce.ts";
 import { Consensus } from "./consensus.ts";
 import { guardChanges } from "./guard.ts";
 import { namesToResolve, type Principals, principalsOf } from "./principals.ts";
 import { metricSources } from "./metric_sources.ts";
+import { PeerBook } from "./peers.ts";
 import { RaftInbox } from "./raft_inbox.ts";
 import { readinessChecks, StorageProbe } from "./readiness.ts";
 import { transportsOf } from "../runner/routing.ts";
@@ -68,9 +66,6 @@ export interface AgentOptions {
   /** Told once if the node must stop (storage failed: fail-stop); the process should exit. */
   readonly onFatal?: (error: Error) => void;
 }
-
-/** How long a node waits between attempts to announce its own addresses, ms. */
-const ANNOUNCE_RETRY_MS = 1_000;
 
 /** A running agent. */
 export class Agent {
@@ -93,11 +88,11 @@ export class Agent {
   #principals: Principals;
   /** Peers' gRPC host names resolved to IPs, refreshed at start and before each reload. */
   #resolved: ReadonlyMap<string, readonly string[]>;
-  #members: readonly MemberRecord[] = [];
+  /** How to reach the other nodes: member records first, then the config. */
+  readonly #peers: PeerBook;
   #stopping = false;
-  #announcing: ReturnType<typeof setTimeout> | undefined;
-  /** The Cluster service as this node serves it, for announcing itself. */
-  readonly #cluster: ReturnType<typeof clusterService>;
+  /** Keeps this node's own record in the cluster state current. */
+  readonly #announcer: Announcer;
 
   private constructor(
     config: AgentConfig,
@@ -111,10 +106,11 @@ export class Agent {
     this.#onFatal = onFatal;
     this.#resolved = resolved;
     this.#principals = principalsOf(config, resolved);
+    this.#peers = new PeerBook(() => this.config);
     this.inbox = new RaftInbox({ principals: () => this.#principals, logger: log.child("raft") });
     this.outbox = new RaftOutbox({
       routeFor: (id) => {
-        const address = this.#peerAddress(id);
+        const address = this.#peers.address(id);
         return address ? this.runner.raftRoute(address) : null;
       },
       // The core treats the peer as unreachable for now and probes it again later.
@@ -126,9 +122,9 @@ export class Agent {
       raftIngress: this.inbox,
       allowConnection: (id) => this.#principals.allowsConnection(id),
       allowlistOf: (c) =>
-        principalsOf(c, this.#resolved, this.#members.map(memberAddress)).allowedEndpoints(),
+        principalsOf(c, this.#resolved, this.#peers.memberAddresses()).allowedEndpoints(),
       onSwitch: (next) =>
-        this.#principals = principalsOf(next, this.#resolved, this.#members.map(memberAddress)),
+        this.#principals = principalsOf(next, this.#resolved, this.#peers.memberAddresses()),
       logger: log,
       metrics,
     });
@@ -148,7 +144,18 @@ export class Agent {
     const membership = this.#membershipView();
     const port = this.#consensusPort = this.#port();
     const leaders: LeaderClients = (service, nodeId) => this.#clientOf(service, nodeId);
-    this.#cluster = clusterService(port, leaders);
+    const cluster = clusterService(port, leaders);
+    this.#announcer = new Announcer({
+      nodeId: config.node.id,
+      own: () => this.#ownRecord(),
+      recorded: () => this.#peers.record(config.node.id),
+      isMember: () => {
+        const status = this.#consensus?.driver.status();
+        return status ? [...status.voters, ...status.learners].includes(config.node.id) : null;
+      },
+      cluster,
+      logger: log,
+    });
     const authorize = (peer: PeerInfo, what: string) =>
       this.#principals.authorizeChange(peer, what);
     router
@@ -179,7 +186,7 @@ export class Agent {
       )
       .register(
         Cluster,
-        guardChanges("cluster", this.#cluster, ["join", "leave", "transferLeadership"], authorize),
+        guardChanges("cluster", cluster, ["join", "leave", "transferLeadership"], authorize),
       )
       .register(
         Vm,
@@ -261,7 +268,6 @@ export class Agent {
     }
     agent.#vms.start();
     agent.#onMembership(agent.#consensus.members());
-    agent.#announce();
     return agent;
   }
 
@@ -304,7 +310,7 @@ export class Agent {
     await metrics.commit();
     // Raft follows the new transports and peers from the next message on.
     this.outbox.rerouteAll();
-    this.#announce();
+    this.#announcer.announce();
     if (metrics.change === null) return result;
     return {
       ok: true,
@@ -325,7 +331,7 @@ export class Agent {
    * over the transports the dual runner's rules choose.
    */
   peer(nodeId: number): DualPeer {
-    const address = this.#peerAddress(nodeId);
+    const address = this.#peers.address(nodeId);
     if (!address) {
       throw new RpcError(
         Code.NOT_FOUND,
@@ -342,7 +348,7 @@ export class Agent {
    */
   async stop(): Promise<{ abandoned: number }> {
     this.#stopping = true;
-    clearTimeout(this.#announcing);
+    this.#announcer.stop();
     const { raft, limits } = this.config;
     await this.#consensus?.handOver(
       Math.min(2 * raft.electionTicks * raft.tickMs, limits.shutdownTimeoutMs / 2),
@@ -391,87 +397,16 @@ export class Agent {
 
   /** A typed client of node `nodeId`'s services; null when no address of it is known. */
   #clientOf<S extends ServiceInfo>(service: S, nodeId: number): Client<S["desc"]> | null {
-    const address = this.#peerAddress(nodeId);
+    const address = this.#peers.address(nodeId);
     return address ? createClient(service, this.runner.peers().peer(address)) : null;
-  }
-
-  /** What this node knows of member `nodeId`: its record first, else its config entry. */
-  #knownPeer(nodeId: number): KnownPeer {
-    const record = this.#members.find((m) => Number(m.nodeId) === nodeId);
-    const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
-    const fromTicket = peer?.ticket ? parseTicket(peer.ticket) : undefined;
-    const endpointId = record?.iroh?.endpointId || peer?.endpointId || fromTicket?.id || "";
-    const addresses = record?.iroh?.endpointId
-      ? record.iroh.directAddresses
-      : peer?.addresses.length
-      ? peer.addresses
-      : fromTicket?.directAddresses ?? [];
-    return {
-      nodeId: BigInt(nodeId),
-      endpointId,
-      addresses,
-      grpcAddress: record?.grpcAddress || peer?.grpcAddress || "",
-    };
-  }
-
-  /** How to reach node `nodeId`: its record in the cluster state first, else the configuration. */
-  #peerAddress(nodeId: number): PeerAddress | undefined {
-    const record = this.#members.find((m) => Number(m.nodeId) === nodeId);
-    const peer = this.config.cluster.peers.find((p) => p.id === nodeId);
-    const iroh = record?.iroh?.endpointId
-      ? ticketOf(record.iroh.endpointId, record.iroh.directAddresses)
-      : peer?.ticket ??
-        (peer?.endpointId ? ticketOf(peer.endpointId, peer.addresses) : undefined);
-    const grpc = record?.grpcAddress || peer?.grpcAddress;
-    if (!iroh && !grpc) return undefined;
-    return { nodeId: BigInt(nodeId), ...(iroh ? { iroh } : {}), ...(grpc ? { grpc } : {}) };
   }
 
   /** Membership learned through Raft: new peers are allowed and routed to, removed ones not. */
   #onMembership(members: readonly MemberRecord[]): void {
-    this.#members = members;
-    this.#principals = principalsOf(this.config, this.#resolved, members.map(memberAddress));
+    this.#peers.update(members);
+    this.#principals = principalsOf(this.config, this.#resolved, this.#peers.memberAddresses());
     this.outbox.rerouteAll();
-    this.#announce();
-  }
-
-  /**
-   * Makes sure the cluster state records how to reach this node: if its
-   * record is missing or stale (new listeners after a reload), it joins with
-   * its own addresses, which the leader records (Cluster.Join of a member).
-   * Retried until it succeeds while the node runs.
-   */
-  #announce(): void {
-    clearTimeout(this.#announcing);
-    if (this.#stopping || !this.#consensus) return;
-    const id = this.config.node.id;
-    const mine = this.#ownRecord();
-    const recorded = this.#members.find((m) => Number(m.nodeId) === id);
-    const status = this.#consensus.driver.status();
-    const isMember = status.voters.includes(id) || status.learners.includes(id);
-    if (!isMember || (recorded && sameRecord(recorded, mine))) return;
-    const request = create(JoinRequestSchema, {
-      nodeId: BigInt(id),
-      ...(mine.iroh ? { iroh: { case: "irohAddress", value: mine.iroh } } : {}),
-      grpcAddress: mine.grpcAddress,
-      vcpus: mine.vcpus,
-      memoryMib: mine.memoryMib,
-      vmBackends: [...mine.backends],
-    });
-    const deadlineMs = 5_000;
-    const ctx = {
-      method: Cluster.methods[0]!,
-      peer: { transport: "grpc" as const, id: "this node" },
-      signal: AbortSignal.timeout(deadlineMs),
-      deadline: Date.now() + deadlineMs,
-    };
-    Promise.resolve().then(() => this.#cluster.join(request, ctx)).then(
-      () => this.#log.info("recorded this node's addresses in the cluster state"),
-      () => {
-        this.#announcing = setTimeout(() => this.#announce(), ANNOUNCE_RETRY_MS);
-        Deno.unrefTimer(this.#announcing as unknown as number);
-      },
-    );
+    this.#announcer.announce();
   }
 
   /** This node's record as its listeners and VM backends are now. */
@@ -506,7 +441,7 @@ export class Agent {
         if (!c) return [];
         const s = c.driver.status();
         const ids = [...s.voters, ...s.learners].filter((id) => id !== s.id);
-        return ids.map((id) => ({ ...this.#knownPeer(id), learner: s.learners.includes(id) }));
+        return ids.map((id) => ({ ...this.#peers.known(id), learner: s.learners.includes(id) }));
       },
       leaderId: () => BigInt(this.#consensus?.leader ?? 0),
       term: () => BigInt(this.#consensus?.driver.status().term ?? 0),
@@ -552,50 +487,6 @@ export class Agent {
     }
     return { ready: true, detail: "" };
   }
-}
-
-/**
- * A ticket for an endpoint, or undefined when the id is not a valid public
- * key (a config may name one that is well-formed hex and still no key): the
- * node is then unreachable over Iroh, never a reason to fail.
- */
-function ticketOf(id: string, directAddresses: readonly string[]): string | undefined {
-  try {
-    return toTicket({ id, directAddresses: [...directAddresses] });
-  } catch {
-    return undefined;
-  }
-}
-
-/** A listener's address as peers can dial it; "" for none or an unspecified host (`0.0.0.0`, `::`). */
-function dialable(address: string | null): string {
-  const host = address ? parseHostPort(address)?.host : undefined;
-  return host === undefined || host === "0.0.0.0" || host === "::" ? "" : address!;
-}
-
-function memberAddress(m: MemberRecord) {
-  return {
-    nodeId: Number(m.nodeId),
-    ...(m.iroh?.endpointId ? { endpointId: m.iroh.endpointId } : {}),
-    ...(m.grpcAddress ? { grpcAddress: m.grpcAddress } : {}),
-  };
-}
-
-/** How this node describes itself to the cluster. */
-interface OwnRecord {
-  readonly iroh?: { endpointId: string; directAddresses: string[] };
-  readonly grpcAddress: string;
-  readonly vcpus: number;
-  readonly memoryMib: bigint;
-  readonly backends: readonly string[];
-}
-
-function sameRecord(a: MemberRecord, b: OwnRecord): boolean {
-  return a.grpcAddress === b.grpcAddress && a.vcpus === b.vcpus && a.memoryMib === b.memoryMib &&
-    a.backends.join() === b.backends.join() &&
-    (a.iroh?.endpointId ?? "") === (b.iroh?.endpointId ?? "") &&
-    [...(a.iroh?.directAddresses ?? [])].sort().join() ===
-      [...(b.iroh?.directAddresses ?? [])].sort().join();
 }
 
 /**
