@@ -14,6 +14,8 @@
  * - saves of N entries of B bytes (default 4,096 of 256 bytes) with a hard
  *   state each: one entry per `save()`, then batches of 16, 64 and 256;
  *   saves/s, entries/s, MiB/s, and entries/s over the single-entry rate;
+ * - saves that only move the commit index (a follower learning it), which
+ *   are not fsynced (src/raft/storage.ts): saves/s, and over single-entry saves;
  * - `entries()` over a log of N entries, in pages of 64 KiB of data (as a
  *   leader fills appends) and in one call; `term()` of random indexes.
  * Prints the machine, SQLite's version and the table; `--json FILE` also
@@ -91,6 +93,18 @@ function timeSaves(dir: string, entries: readonly Entry[], batch: number): numbe
         entries: part,
         hardState: { term: 1, vote: 1, commit: part.at(-1)!.index },
       });
+    }
+    return (performance.now() - start) / 1000;
+  });
+}
+
+/** Seconds for `entries.length` saves that each move only the commit index, over `entries`. */
+function timeCommitSaves(dir: string, entries: readonly Entry[]): number {
+  return withLog(dir, (log) => {
+    log.save({ entries: [...entries], hardState: { term: 1, vote: 1, commit: 0 } });
+    const start = performance.now();
+    for (let i = 1; i <= entries.length; i++) {
+      log.save({ entries: [], hardState: { term: 1, vote: 1, commit: i } });
     }
     return (performance.now() - start) / 1000;
   });
@@ -245,12 +259,14 @@ function main(): void {
     const overwrites: number[] = [];
     const appends: number[] = [];
     const seconds = new Map<number, number[]>(BATCHES.map((b) => [b, []]));
+    const commitSeconds: number[] = [];
     // The floor and the cases interleave round by round, so a slow moment of
     // a shared machine hits them all and the ratios stay fair.
     for (let r = 0; r < rounds; r++) {
       overwrites.push(fsyncFloor(dir, 500, "overwrite"));
       appends.push(fsyncFloor(dir, 500, "append"));
       for (const b of BATCHES) seconds.get(b)!.push(timeSaves(dir, entries, b));
+      commitSeconds.push(timeCommitSaves(dir, entries));
     }
     const floor = median(overwrites);
     const floorAppend = median(appends);
@@ -265,6 +281,7 @@ function main(): void {
         overSingle: count / s / single,
       };
     });
+    const commitOnly = count / median(commitSeconds);
     const reads = measureReads(dir, entries, bytes, rounds);
     const m = machine(dir);
     const f = (n: number, digits = 0) =>
@@ -289,6 +306,10 @@ function main(): void {
         }x |`,
       );
     }
+    console.log(
+      `\ncommit index alone (not fsynced): ${f(commitOnly)} saves/s, ` +
+        `${f(commitOnly / saves[0]!.savesPerS, 1)}x single-entry saves`,
+    );
     console.log("\n| read | per s | MiB/s |");
     console.log("| --- | ---: | ---: |");
     for (const r of reads) console.log(`| ${r.name} | ${f(r.perS)} | ${f(r.mibPerS, 1)} |`);
@@ -302,7 +323,16 @@ function main(): void {
       Deno.writeTextFileSync(
         values.json,
         JSON.stringify(
-          { machine: m, count, bytes, rounds, fsyncPerS: floor, saves, reads },
+          {
+            machine: m,
+            count,
+            bytes,
+            rounds,
+            fsyncPerS: floor,
+            saves,
+            commitOnlyPerS: commitOnly,
+            reads,
+          },
           null,
           2,
         ),

@@ -149,6 +149,11 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
       "systemd-analyze: verifies deploy/blixard.service in tests/deploy/ (verify only, nothing is started)",
   },
   {
+    name: "strace",
+    present: onPath("strace"),
+    why: "strace: counts the fsyncs of the Raft log's saves in tests/storage/fsync_test.ts",
+  },
+  {
     name: "qemu-system-x86",
     demo: true,
     present: onPath("qemu-system-x86_64"),

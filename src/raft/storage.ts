@@ -136,6 +136,13 @@ export interface LogStorage extends LogReader {
   /**
    * Persists `update` in one transaction, durable (fsynced) when it returns.
    * Writes that arrive together are given together: that is the group commit.
+   *
+   * One exception (etcd's MustSync rule): an update that only moves the
+   * commit index (no entries, no snapshot, the same term and vote) need not
+   * be synced. It is kept in order, so the next durable write makes it
+   * durable too; a crash of the machine before that may lose it, and the
+   * node restarts with an older commit index, which it learns again from the
+   * leader. Nothing a node acknowledged to a peer depends on it.
    * @throws {StorageFailure} when it cannot be sure the write is durable.
    */
   save(update: LogUpdate): void;

@@ -12,7 +12,10 @@
  * `synchronous = FULL` in WAL mode, so the WAL is fsynced before `save()` or
  * `createSnapshot()` returns. The cost is one fsync per call whatever its
  * size, which is why a driver should hand over everything one Ready holds in
- * one `save()` (group commit; see `bench/storage_bench.ts`).
+ * one `save()` (group commit; see `bench/storage_bench.ts`). A save that only
+ * moves the commit index is committed with `synchronous = NORMAL`: written
+ * to the WAL (a killed process loses nothing), not fsynced; the next fsync of
+ * the WAL covers it (the contract in `src/raft/storage.ts` allows this).
  *
  * @module
  */
@@ -181,6 +184,10 @@ export class SqliteLogStorage implements LogStorage {
     const plan = this.#plan(update);
     if (plan === undefined) return;
     const sql = this.#sql;
+    const hs = this.#hardState;
+    const commitOnly = update.snapshot === undefined && update.entries.length === 0 &&
+      update.hardState !== undefined && update.hardState.term === hs.term &&
+      update.hardState.vote === hs.vote;
     this.#write("save", () => {
       const snap = plan.snapshot;
       if (snap !== undefined) {
@@ -191,9 +198,9 @@ export class SqliteLogStorage implements LogStorage {
       }
       if (plan.truncateFrom !== undefined) sql.deleteFrom.run(plan.truncateFrom);
       for (const e of update.entries) sql.insert.run(e.index, e.term, e.kind, e.data);
-      const hs = update.hardState;
-      if (hs !== undefined) sql.setHardState.run(hs.term, hs.vote, hs.commit);
-    });
+      const next = update.hardState;
+      if (next !== undefined) sql.setHardState.run(next.term, next.vote, next.commit);
+    }, commitOnly);
     this.#startIndex = plan.startIndex;
     this.#startTerm = plan.startTerm;
     this.#lastIndex = plan.lastIndex;
@@ -276,13 +283,18 @@ export class SqliteLogStorage implements LogStorage {
     }
   }
 
-  /** Runs `body` in one transaction; any error makes the storage fail-stop. */
-  #write(op: string, body: () => void): void {
+  /**
+   * Runs `body` in one transaction, fsynced unless `unsynced`; any error
+   * makes the storage fail-stop.
+   */
+  #write(op: string, body: () => void, unsynced = false): void {
     const sql = this.#sql;
     try {
+      if (unsynced) sql.syncNormal.run();
       sql.begin.run();
       body();
       sql.commit.run();
+      if (unsynced) sql.syncFull.run();
     } catch (e) {
       const reason = sqliteReason(e);
       this.#refusal = `an earlier ${op} failed: ${reason}`;
@@ -454,6 +466,8 @@ const MAX_PAGE_ROWS = 4096;
 
 interface Statements {
   readonly begin: StatementSync;
+  readonly syncNormal: StatementSync;
+  readonly syncFull: StatementSync;
   readonly commit: StatementSync;
   readonly rollback: StatementSync;
   readonly term: StatementSync;
@@ -475,6 +489,8 @@ function prepare(db: DatabaseSync): Statements {
   };
   return {
     begin: db.prepare("BEGIN IMMEDIATE"),
+    syncNormal: db.prepare("PRAGMA synchronous = NORMAL"),
+    syncFull: db.prepare("PRAGMA synchronous = FULL"),
     commit: db.prepare("COMMIT"),
     rollback: db.prepare("ROLLBACK"),
     term: arrays(db.prepare("SELECT term FROM entries WHERE idx = ?")),

@@ -7,7 +7,8 @@
  * the driver, the core's public surface and the other simulation parts.
  *
  * A crash keeps exactly what the node saved (the storage is its disk, and a
- * save is durable when it returns) and loses everything else: the core, the
+ * save is durable when it returns, except a commit index saved alone, which a
+ * crash takes back to the last synced one) and loses everything else: the core, the
  * driver, the state machine, and its callers' waiting promises (which fail).
  * A restart builds a new driver over the same disk, as a real node does over
  * its SQLite file. A driver that stops because its disk failed is a node
@@ -189,11 +190,15 @@ export class SimCluster {
     return driver;
   }
 
-  /** Crashes a node: everything it did not save is gone. */
-  crash(id: number): void {
+  /**
+   * Crashes a node as a power cut does: everything it did not save is gone,
+   * and so is a commit index it saved without a sync (says whether there was one).
+   */
+  crash(id: number): { commitLost: boolean } {
     const node = this.node(id);
     node.driver?.stop();
     node.driver = null;
+    return { commitLost: node.storage.powerLoss() };
   }
 
   /** Adds a node with an empty disk (it joins through a membership change). */

@@ -46,6 +46,8 @@ export class SimDisk implements LogStorage {
   writes = 0;
   /** Writes failed. */
   failures = 0;
+  /** The commit index as of the last synced write. */
+  #syncedCommit = 0;
 
   constructor(faults: FaultSwitch = { suspended: false }) {
     this.#switch = faults;
@@ -80,6 +82,7 @@ export class SimDisk implements LogStorage {
   /** Writes `update` without fault injection (a new cluster's bootstrap). */
   format(update: LogUpdate): void {
     this.#inner.save(update);
+    this.#syncedCommit = this.#inner.initialState().hardState.commit;
   }
 
   initialState(): { readonly hardState: HardState; readonly confState: ConfState } {
@@ -113,7 +116,23 @@ export class SimDisk implements LogStorage {
   }
 
   save(update: LogUpdate): void {
-    this.#write("save", () => this.#inner.save(update));
+    const before = this.#inner.initialState().hardState;
+    const commitOnly = update.snapshot === undefined && update.entries.length === 0 &&
+      update.hardState !== undefined && update.hardState.term === before.term &&
+      update.hardState.vote === before.vote;
+    this.#write("save", () => this.#inner.save(update), commitOnly);
+  }
+
+  /**
+   * The machine lost power: a commit index saved without a sync since the
+   * last synced write is gone (the storage contract allows it), so the node
+   * restarts with the older one. Says whether one was lost.
+   */
+  powerLoss(): boolean {
+    const hs = this.#inner.initialState().hardState;
+    if (hs.commit <= this.#syncedCommit) return false;
+    this.#inner.save({ entries: [], hardState: { ...hs, commit: this.#syncedCommit } });
+    return true;
   }
 
   createSnapshot(
@@ -139,16 +158,21 @@ export class SimDisk implements LogStorage {
     throw new StorageFailure(`simulated disk: reading the ${what} failed`);
   }
 
-  #write(what: string, write: () => void): void {
+  /** Takes a write; `unsynced` ones (a commit index alone) become durable with the next synced one. */
+  #write(what: string, write: () => void, unsynced = false): void {
     this.writes++;
     const armed = this.#armed;
     if (armed === null || this.#switch.suspended || armed.remaining-- > 0) {
       write();
+      if (!unsynced) this.#syncedCommit = this.#inner.initialState().hardState.commit;
       return;
     }
     this.#armed = null;
     this.failures++;
-    if (armed.landed) write();
+    if (armed.landed) {
+      write();
+      if (!unsynced) this.#syncedCommit = this.#inner.initialState().hardState.commit;
+    }
     throw new StorageFailure(
       `simulated disk: ${what} ${this.writes} failed to sync (${
         armed.landed ? "it reached the disk" : "nothing was written"

@@ -191,7 +191,10 @@ export interface RunResult {
   readonly virtualMs: number;
   /** Scheduler events. */
   readonly steps: number;
-  /** Faults injected, by kind; `disk_failures` counts writes that did fail. */
+  /**
+   * Faults injected, by kind; `disk_failures` counts writes that did fail,
+   * `commits_lost` crashes that took a node's commit index back.
+   */
   readonly faults: Readonly<Record<string, number>>;
   /** Operations in the checked history. */
   readonly operations: number;
@@ -520,12 +523,12 @@ class Run {
     const r = this.#rng;
     switch (kind) {
       case "crash":
-        cluster.crash(node.id);
+        this.#crash(node.id);
         return `node ${node.id}`;
       case "bounce": {
         // Down and up again at once: a node that forgets what it did not
         // save votes and acknowledges again in the same term.
-        cluster.crash(node.id);
+        this.#crash(node.id);
         const downMs = r.nextInt(60);
         cluster.scheduler.after(downMs, () => {
           if (!this.#retired.has(node.id)) cluster.start(node.id);
@@ -605,10 +608,17 @@ class Run {
     return `leader ${leader.id} adds node ${id} as a learner`;
   }
 
+  /** Crashes node `id`, counting a commit index its disk lost. */
+  #crash(id: number): void {
+    if (this.cluster.crash(id).commitLost) {
+      this.faults.commits_lost = (this.faults.commits_lost ?? 0) + 1;
+    }
+  }
+
   #retire(id: number, why: string): void {
     if (this.#retired.has(id)) return;
     this.#retired.add(id);
-    this.cluster.crash(id);
+    this.#crash(id);
     this.#note(`node ${id} shut down for good: ${why}`);
   }
 
