@@ -118,10 +118,7 @@ export class MetricsServer {
         },
       }, (request) => answer(request, handlers));
     } catch (e) {
-      const why = whyNotBound(e) +
-        (e instanceof Deno.errors.AddrInUse
-          ? "; choose another port, or set [metrics] enabled = false"
-          : "");
+      const why = whyNotBound(e, "; choose another port, or set [metrics] enabled = false");
       throw new MetricsServerError(
         "BIND_FAILED",
         `metrics.bind = "${bind}": cannot listen: ${why}`,

@@ -131,6 +131,17 @@ export interface LogUpdate {
   readonly hardState?: HardState;
 }
 
+/**
+ * Whether `update` only moves the commit index of `current` (no entries, no
+ * snapshot, the same term and vote): the one save {@link LogStorage.save}
+ * need not sync.
+ */
+export function movesCommitOnly(update: LogUpdate, current: HardState): boolean {
+  const next = update.hardState;
+  return update.snapshot === undefined && update.entries.length === 0 && next !== undefined &&
+    next.term === current.term && next.vote === current.vote;
+}
+
 /** The stable log as the driver writes it. */
 export interface LogStorage extends LogReader {
   /**

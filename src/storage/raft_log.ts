@@ -28,6 +28,7 @@ import {
   type HardState,
   type LogStorage,
   type LogUpdate,
+  movesCommitOnly,
   type Snapshot,
   type SnapshotMeta,
   StorageFailure,
@@ -184,10 +185,7 @@ export class SqliteLogStorage implements LogStorage {
     const plan = this.#plan(update);
     if (plan === undefined) return;
     const sql = this.#sql;
-    const hs = this.#hardState;
-    const commitOnly = update.snapshot === undefined && update.entries.length === 0 &&
-      update.hardState !== undefined && update.hardState.term === hs.term &&
-      update.hardState.vote === hs.vote;
+    const commitOnly = movesCommitOnly(update, this.#hardState);
     this.#write("save", () => {
       const snap = plan.snapshot;
       if (snap !== undefined) {
@@ -198,8 +196,8 @@ export class SqliteLogStorage implements LogStorage {
       }
       if (plan.truncateFrom !== undefined) sql.deleteFrom.run(plan.truncateFrom);
       for (const e of update.entries) sql.insert.run(e.index, e.term, e.kind, e.data);
-      const next = update.hardState;
-      if (next !== undefined) sql.setHardState.run(next.term, next.vote, next.commit);
+      const hs = update.hardState;
+      if (hs !== undefined) sql.setHardState.run(hs.term, hs.vote, hs.commit);
     }, commitOnly);
     this.#startIndex = plan.startIndex;
     this.#startTerm = plan.startTerm;

@@ -87,9 +87,10 @@ export function isLoopback(address: HostPort): boolean {
 }
 
 /**
- * Why a listener could not bind, in words an operator can act on. Reads both
- * Deno's error classes (`Deno.serve`, `Deno.listen`) and Node's error codes
- * (`node:net`, as grpc-js listens).
+ * Why a listener could not bind, in words an operator can act on, with
+ * `inUseHint` after it when the address is in use. Reads both Deno's error
+ * classes (`Deno.serve`, `Deno.listen`) and Node's error codes (`node:net`,
+ * as grpc-js listens).
  *
  * @example
  * ```ts
@@ -98,10 +99,11 @@ export function isLoopback(address: HostPort): boolean {
  * // "the address is in use (another process, or another node on this host, holds the port)"
  * ```
  */
-export function whyNotBound(error: unknown): string {
+export function whyNotBound(error: unknown, inUseHint = ""): string {
   const code = (error as { code?: unknown } | null)?.code;
   if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
-    return "the address is in use (another process, or another node on this host, holds the port)";
+    return "the address is in use (another process, or another node on this host, holds the port)" +
+      inUseHint;
   }
   if (error instanceof Deno.errors.AddrNotAvailable || code === "EADDRNOTAVAIL") {
     return "no interface of this host has that address";

@@ -18,6 +18,7 @@ import {
   type LogStorage,
   type LogUpdate,
   MemoryStorage,
+  movesCommitOnly,
   type Snapshot,
   StorageFailure,
 } from "../../src/raft/mod.ts";
@@ -116,10 +117,7 @@ export class SimDisk implements LogStorage {
   }
 
   save(update: LogUpdate): void {
-    const before = this.#inner.initialState().hardState;
-    const commitOnly = update.snapshot === undefined && update.entries.length === 0 &&
-      update.hardState !== undefined && update.hardState.term === before.term &&
-      update.hardState.vote === before.vote;
+    const commitOnly = movesCommitOnly(update, this.#inner.initialState().hardState);
     this.#write("save", () => this.#inner.save(update), commitOnly);
   }
 

@@ -307,8 +307,7 @@ export class GrpcRpcServer {
       server.forceShutdown();
       throw new GrpcTransportError(
         "BIND_FAILED",
-        `grpc.bind = "${this.#bind}": cannot listen: ${whyNotBound(e)}` +
-          ((e as { code?: unknown }).code === "EADDRINUSE" ? "; choose another port" : ""),
+        `grpc.bind = "${this.#bind}": cannot listen: ${whyNotBound(e, "; choose another port")}`,
         { cause: e },
       );
     }
