@@ -59,6 +59,13 @@ import { VmNode } from "./vms.ts";
 
 export type { ReloadResult };
 
+/**
+ * How often a peer heard from may nudge this node's channels to it, ms (see
+ * `#heardFrom`). It bounds the cost of a peer that reaches us while we cannot
+ * reach it (a TLS mismatch, a firewall): one connection attempt a second.
+ */
+const NUDGE_EVERY_MS = 1_000;
+
 /** Options of {@link Agent.start}. */
 export interface AgentOptions {
   /** A registry of its own by default, so agents in one process do not share counters. */
@@ -93,6 +100,8 @@ export class Agent {
   #stopping = false;
   /** Keeps this node's own record in the cluster state current. */
   readonly #announcer: Announcer;
+  /** When each peer last got its channels nudged by {@link #heardFrom} (`Date.now()` ms). */
+  readonly #nudgedMs = new Map<number, number>();
 
   private constructor(
     config: AgentConfig,
@@ -107,7 +116,11 @@ export class Agent {
     this.#resolved = resolved;
     this.#principals = principalsOf(config, resolved);
     this.#peers = new PeerBook(() => this.config);
-    this.inbox = new RaftInbox({ principals: () => this.#principals, logger: log.child("raft") });
+    this.inbox = new RaftInbox({
+      principals: () => this.#principals,
+      logger: log.child("raft"),
+      onHeard: (id) => this.#heardFrom(id),
+    });
     this.outbox = new RaftOutbox({
       routeFor: (id) => {
         const address = this.#peers.address(id);
@@ -402,6 +415,19 @@ export class Agent {
   }
 
   /** Membership learned through Raft: new peers are allowed and routed to, removed ones not. */
+  /**
+   * A Raft message came from node `id`: it is up, so a channel to it that
+   * waits out a reconnect backoff connects now. At most every
+   * {@link NUDGE_EVERY_MS} per peer, off the per-message path.
+   */
+  #heardFrom(id: number): void {
+    const now = Date.now();
+    if (now - (this.#nudgedMs.get(id) ?? -Infinity) < NUDGE_EVERY_MS) return;
+    this.#nudgedMs.set(id, now);
+    const address = this.#peers.address(id);
+    if (address) this.runner.heardFrom(address);
+  }
+
   #onMembership(members: readonly MemberRecord[]): void {
     this.#peers.update(members);
     this.#principals = principalsOf(this.config, this.#resolved, this.#peers.memberAddresses());

@@ -83,6 +83,8 @@ export interface RaftInboxOptions {
   readonly logger?: Logger;
   /** Called (once per turn of the event loop at most) when messages wait to be taken. */
   readonly onReady?: () => void;
+  /** Called with the sender of each authorized delivery, before it is queued. */
+  readonly onHeard?: (nodeId: number) => void;
 }
 
 interface Queue {
@@ -99,6 +101,7 @@ export class RaftInbox implements RaftIngress {
   readonly #log: Logger;
   readonly #denialLog = new RateLimiter(60_000);
   #onReady: (() => void) | undefined;
+  readonly #onHeard: ((nodeId: number) => void) | undefined;
   #notifying = false;
   /** When an authorized message last came from each node (`Date.now()` ms); one entry per peer. */
   readonly #heardMs = new Map<number, number>();
@@ -112,6 +115,7 @@ export class RaftInbox implements RaftIngress {
     this.#principals = options.principals;
     this.#log = options.logger ?? silentLogger;
     this.#onReady = options.onReady;
+    this.#onHeard = options.onHeard;
     this.#queues = CLASSES.map((c) => ({
       items: [],
       head: 0,
@@ -132,7 +136,10 @@ export class RaftInbox implements RaftIngress {
       const refusal = principals.authorizeRaft(peer, m.from);
       if (refusal) return { accepted: 0, denied: this.#deny(peer, refusal.reason) };
     }
-    if (messages.length > 0) this.#heardMs.set(messages[0]!.from, Date.now());
+    if (messages.length > 0) {
+      this.#heardMs.set(messages[0]!.from, Date.now());
+      this.#onHeard?.(messages[0]!.from);
+    }
     let accepted = 0;
     for (const message of messages) {
       const c = raftMessagePriority(message.kind) as RaftClass;

@@ -435,6 +435,15 @@ export class DualRunner {
   }
 
   /**
+   * The peer at `address` has just sent this node a message, so it is up: a
+   * gRPC channel to it that is waiting out a reconnect backoff (a peer that
+   * restarted) connects now instead (docs/dual-runner.md).
+   */
+  heardFrom(address: PeerAddress): void {
+    if (address.grpc) this.#peerClient?.grpc.heardFrom(address.grpc);
+  }
+
+  /**
    * How Raft messages reach the peer at `address` under the configuration in
    * force: over gRPC or Iroh as `raft_transport` (or the mode) says, or the
    * adaptive choice between the two; null when this node cannot reach it

@@ -63,6 +63,17 @@ Deno.test("a delivery with one message claiming another node's id is refused who
   assertEquals(inbox.size, 0);
 });
 
+Deno.test("the sender of an authorized delivery is reported as heard from; a refused one is not", () => {
+  const heard: number[] = [];
+  const inbox = new RaftInbox({ principals: () => principals, onHeard: (id) => heard.push(id) });
+  inbox.offer([vote], { transport: "iroh", id: OPERATOR });
+  inbox.offer([vote, { ...vote, from: 3 }], fromPeer2);
+  assertEquals(heard, []);
+  inbox.offer([vote], fromPeer2);
+  assertEquals(heard, [2]);
+  assert(inbox.lastHeardMs(2) !== undefined);
+});
+
 Deno.test("votes are taken before snapshot chunks that arrived earlier", () => {
   const inbox = new RaftInbox({ principals: () => principals });
   inbox.offer([chunk(0), chunk(1024)], fromPeer2);

@@ -104,7 +104,7 @@ function envelopeBytes(length: number): number {
 export class GrpcChannel implements CallTransport {
   /** The peer's `host:port`. */
   readonly target: string;
-  readonly #client: grpc.Client;
+  #client: grpc.Client;
   /** Opens the connection that carries Raft snapshot chunks, on first use. */
   readonly #newClient: () => grpc.Client;
   #bulk: grpc.Client | null = null;
@@ -113,8 +113,8 @@ export class GrpcChannel implements CallTransport {
   readonly #raftBatchMessages: number;
   readonly #raftQueueMessages: number;
   readonly #lanes = new Map<number, RaftLane>();
-  /** Calls under way, so close() can end them. */
-  readonly #calls = new Set<grpc.Call>();
+  /** Calls under way and the client each runs on, so close() can end them. */
+  readonly #calls = new Map<grpc.Call, grpc.Client>();
   /** The TCP (or TLS) sockets of this channel's connections, so close() can end them. */
   readonly #sockets = new Set<Socket>();
   #closed = false;
@@ -169,6 +169,43 @@ export class GrpcChannel implements CallTransport {
       grpc.connectivityState.READY;
   }
 
+  /** True while the connection is down and the next attempt waits out the reconnect backoff. */
+  get backingOff(): boolean {
+    return this.#client.getChannel().getConnectivityState(false) ===
+      grpc.connectivityState.TRANSIENT_FAILURE;
+  }
+
+  /**
+   * Connects again at once if the connection is down and waiting out
+   * grpc-js's reconnect backoff, which grows to `backoff.maxMs` while the
+   * peer is away. Called when the peer has just been heard from (it sent us
+   * a Raft message, so it is up again): without it, a restarted peer waits
+   * for that backoff (up to 10 s) before this node reaches it. Does nothing
+   * while the connection is ready or being made, or while a call waits on
+   * the failing connection (one sent with `waitForReady`: grpc-js would fail
+   * it when that connection closes); the next message heard tries again.
+   *
+   * @returns true when a new connection is being made.
+   */
+  reconnectNow(): boolean {
+    if (this.#closed) return false;
+    if (this.#bulk && this.#retireIfFailing(this.#bulk)) this.#bulk = null; // made again on first use
+    if (!this.#retireIfFailing(this.#client)) return false;
+    this.#client = this.#newClient();
+    this.#client.getChannel().getConnectivityState(true); // connect now, not on the first call
+    return true;
+  }
+
+  /** Closes `client` if it is failing with no call on it (see {@link reconnectNow}). */
+  #retireIfFailing(client: grpc.Client): boolean {
+    const state = client.getChannel().getConnectivityState(false);
+    if (state !== grpc.connectivityState.TRANSIENT_FAILURE) return false;
+    for (const owner of this.#calls.values()) if (owner === client) return false;
+    // A failing channel holds no connection, so closing it sends no GOAWAY (see close()).
+    client.close();
+    return true;
+  }
+
   /** Calls waiting for an answer now (Raft sends included). */
   get inflight(): number {
     return this.#calls.size;
@@ -215,7 +252,7 @@ export class GrpcChannel implements CallTransport {
       call.cancel();
     };
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    this.#calls.add(call);
+    this.#calls.set(call, this.#client);
     try {
       for await (const item of call as AsyncIterable<Uint8Array>) yield item;
       ended = true;
@@ -281,7 +318,7 @@ export class GrpcChannel implements CallTransport {
         m.reject(new RpcError(Code.UNAVAILABLE, `${m.label}: ${this.target}: client closed`));
       }
     }
-    for (const call of this.#calls) call.cancel();
+    for (const call of this.#calls.keys()) call.cancel();
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
     this.#client.close();
@@ -396,7 +433,7 @@ export class GrpcChannel implements CallTransport {
           else resolve(response!);
         },
       );
-      this.#calls.add(call);
+      this.#calls.set(call, client);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
@@ -449,6 +486,15 @@ export class GrpcRpcClient {
       this.#channels.set(target, channel);
     }
     return channel;
+  }
+
+  /**
+   * The peer at `target` has just been heard from: if the channel to it is
+   * waiting out a reconnect backoff, it connects now
+   * ({@link GrpcChannel.reconnectNow}). Opens no channel that is not open.
+   */
+  heardFrom(target: string): void {
+    this.#channels.get(target)?.reconnectNow();
   }
 
   /** Channels with a ready connection now. */

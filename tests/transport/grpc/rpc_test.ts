@@ -299,6 +299,49 @@ Deno.test({
 
 Deno.test({
   name:
+    "a peer heard from again is called at once, not after the reconnect backoff, and a call waiting for it is not failed",
+  async fn() {
+    const router = () => new RpcRouter().register(Health, testHealth(new Observed()));
+    let server = new GrpcRpcServer({ router: router(), bind: "127.0.0.1:0" });
+    const { port } = await server.start();
+    const target = `127.0.0.1:${port}`;
+    // A backoff far past the test's waits: only reconnectNow can bring the channel back in time.
+    const client = new GrpcRpcClient({ backoff: { initialMs: 60_000, maxMs: 60_000 } });
+    const channel = client.peer(target);
+    const health = createClient(Health, channel);
+    try {
+      assertEquals((await health.check({})).agentVersion, "test");
+      await server.shutdown(100);
+      await eventually("the channel waits out its backoff", async () => {
+        const down = await rejection(RpcError, () => health.check({}, { deadlineMs: 200 }));
+        assert(isTransportFailure(down), String(down));
+        return channel.backingOff;
+      });
+      // A call waiting for the connection keeps the failing one: it is not failed by a nudge.
+      const waiting = health.check({}, { deadlineMs: 1_500, waitForReady: true });
+      waiting.catch(() => {});
+      server = new GrpcRpcServer({ router: router(), bind: target });
+      await server.start();
+      assert(!channel.reconnectNow(), "replaced the connection a call was waiting on");
+      const waited = await rejection(RpcError, () => waiting);
+      assertEquals(waited.code, Code.DEADLINE_EXCEEDED, String(waited));
+      client.heardFrom(target);
+      assertEquals(
+        (await health.check({}, { deadlineMs: 2_000, waitForReady: true })).agentVersion,
+        "test",
+      );
+      assert(channel.connected);
+      client.heardFrom("127.0.0.1:1"); // no channel there: none is opened
+      assertEquals(client.connectedCount, 1);
+    } finally {
+      client.close();
+      await server.shutdown(100);
+    }
+  },
+});
+
+Deno.test({
+  name:
     "a client lives through 40 restarts of its server (no GOAWAY reaches Deno's http2 client, denoland/deno#36788)",
   async fn() {
     const router = new RpcRouter().register(Health, testHealth(new Observed()));
